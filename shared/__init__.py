@@ -1,0 +1,1 @@
+"""swarmbus shared code: the protocol (pure data), the Redis Streams bus, and service runtime."""

@@ -1,0 +1,238 @@
+"""The swarm's messages: pure data, validated, versioned.
+
+Every model is frozen and forbids unknown fields, so a typo in a posted task
+(`complexty=simple`) is rejected with its name instead of being ignored. Field names
+keep the original swarm formats (task_id, task_type, prompt, context, parent_shard,
+urgency, timestamp; finding_id ... tokens_used; query_id ... max_response_tokens) and add
+what a real system needs: token breakdown, cost, latency, attempts, status.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Self
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+SCHEMA_VERSION = 1
+
+# Known vendors. The protocol accepts any well-formed vendor name (a third party can run
+# its own worker); the dispatcher decides which names it can route to.
+KNOWN_VENDORS = ("claude", "gemini", "openai", "deepseek", "codex", "openai-compatible")
+
+
+class Complexity(StrEnum):
+    SIMPLE = "simple"
+    MEDIUM = "medium"
+    COMPLEX = "complex"
+    ULTRA_CONTEXT = "ultra_context"
+    STRATEGIC = "strategic"
+
+
+class Urgency(StrEnum):
+    LOW = "low"
+    NORMAL = "normal"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+
+class Status(StrEnum):
+    OK = "ok"
+    FAILED = "failed"
+
+
+def _lower(v: object) -> object:
+    return v.strip().lower() if isinstance(v, str) else v
+
+
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.\-]{0,63}$")
+
+
+def _name(v: str) -> str:
+    if not _NAME_RE.fullmatch(v):
+        raise ValueError("must be 1-64 lower-case letters, digits, '_', '.' or '-'")
+    return v
+
+
+def _not_blank(v: str) -> str:
+    if not v.strip():
+        raise ValueError("must not be empty")
+    return v
+
+
+def _utc(v: datetime) -> datetime:
+    return v.replace(tzinfo=UTC) if v.tzinfo is None else v.astimezone(UTC)
+
+
+def _supported_version(v: int) -> int:
+    if v != SCHEMA_VERSION:
+        raise ValueError(f"unsupported version {v}; this swarm reads {SCHEMA_VERSION}")
+    return v
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:16]}"
+
+
+Identifier = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=r"^\S+$")
+]
+Name = Annotated[str, BeforeValidator(_lower), AfterValidator(_name)]
+Text = Annotated[str, AfterValidator(_not_blank)]
+Timestamp = Annotated[datetime, AfterValidator(_utc)]
+Tokens = Annotated[int, Field(ge=0)]
+Usd = Annotated[float, Field(ge=0)]
+
+
+class Message(BaseModel):
+    """Base: frozen, no unknown fields, a schema version every message carries."""
+
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", use_enum_values=False, allow_inf_nan=False
+    )
+
+    schema_version: Annotated[int, AfterValidator(_supported_version)] = SCHEMA_VERSION
+
+
+class AttemptRecord(Message):
+    """One failed try of a task on one vendor, kept so fallback never repeats it blindly."""
+
+    vendor: Name
+    model: str = ""
+    error: str
+    retryable: bool = False
+    at: Timestamp = Field(default_factory=_now)
+
+
+class Task(Message):
+    """A unit of work posted to the intake stream and routed to one vendor's workers."""
+
+    task_id: Identifier = Field(default_factory=lambda: new_id("task"))
+    task_type: Name = "general"
+    prompt: Text = Field(max_length=4_000_000)
+    context: str = ""
+    parent_shard: Identifier | None = None
+    urgency: Annotated[Urgency, BeforeValidator(_lower)] = Urgency.NORMAL
+    complexity: Annotated[Complexity | None, BeforeValidator(_lower)] = None
+    vendor: Name | None = None
+    model: Identifier | None = None
+    budget_usd: Annotated[float, Field(gt=0)] | None = None
+    max_output_tokens: Annotated[int, Field(gt=0, le=1_000_000)] | None = None
+    run_id: Identifier | None = None
+    attempt: Annotated[int, Field(ge=1)] = 1
+    excluded_vendors: tuple[Name, ...] = ()
+    history: tuple[AttemptRecord, ...] = ()
+    timestamp: Timestamp = Field(default_factory=_now)
+
+
+class Finding(Message):
+    """The result of one task, published by a worker to the findings stream."""
+
+    finding_id: Identifier = Field(default_factory=lambda: new_id("finding"))
+    task_id: Identifier
+    worker_id: Identifier
+    vendor: Name
+    model: str
+    status: Annotated[Status, BeforeValidator(_lower)] = Status.OK
+    error: str | None = Field(default=None, validate_default=True)
+    summary: str = ""
+    code: str | None = None
+    sources: tuple[str, ...] = ()
+    confidence: Annotated[float, Field(ge=0, le=1)] | None = None
+    input_tokens: Tokens = 0
+    output_tokens: Tokens = 0
+    cache_read_tokens: Tokens = 0
+    cache_write_tokens: Tokens = 0
+    tokens_used: Tokens = 0
+    cost_usd: Usd | None = None  # None means the model is not in the price table, never $0
+    latency_ms: Annotated[float, Field(ge=0)] = 0.0
+    attempt: Annotated[int, Field(ge=1)] = 1
+    task_type: Name = "general"
+    run_id: Identifier | None = None
+    timestamp: Timestamp = Field(default_factory=_now)
+
+    @field_validator("error")
+    @classmethod
+    def _failed_says_why(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if info.data.get("status") is Status.FAILED and not (v and v.strip()):
+            raise ValueError("is required when status is failed: say why the task failed")
+        return v
+
+    @model_validator(mode="after")
+    def _fill_total(self) -> Self:
+        if self.tokens_used == 0 and (self.input_tokens or self.output_tokens):
+            # tokens_used is kept for the original format: input + output.
+            object.__setattr__(self, "tokens_used", self.input_tokens + self.output_tokens)
+        return self
+
+
+class ContextQuery(Message):
+    """A worker asks a mega-shard for context; the reply goes to `reply_to`."""
+
+    query_id: Identifier = Field(default_factory=lambda: new_id("query"))
+    requester_worker_id: Identifier
+    target_shard: Identifier
+    query: Text
+    max_response_tokens: Annotated[int, Field(gt=0, le=1_000_000)] = 2048
+    reply_to: Identifier
+    task_id: Identifier | None = None
+    deadline: Timestamp | None = None
+    timestamp: Timestamp = Field(default_factory=_now)
+
+
+class ContextReply(Message):
+    """A mega-shard's answer to one ContextQuery."""
+
+    query_id: Identifier
+    shard_id: Identifier
+    vendor: Name
+    model: str
+    status: Annotated[Status, BeforeValidator(_lower)] = Status.OK
+    error: str | None = None
+    answer: str = ""
+    sources: tuple[str, ...] = ()
+    context_tokens_searched: Tokens = 0
+    input_tokens: Tokens = 0
+    output_tokens: Tokens = 0
+    cache_read_tokens: Tokens = 0
+    cache_write_tokens: Tokens = 0
+    cost_usd: Usd | None = None
+    latency_ms: Annotated[float, Field(ge=0)] = 0.0
+    timestamp: Timestamp = Field(default_factory=_now)
+
+
+class Rejection(Message):
+    """Why an entry was taken off a stream without being handled, and what it held.
+
+    Written to the rejected-tasks stream (bad intake) or the dead-letter stream (too
+    many deliveries, handler gave up). On the wire the original fields travel byte-exact
+    as `orig:<name>` fields beside these (see `codec.encode_rejection`); `original` holds
+    them decoded for reading, with undecodable bytes escaped.
+    """
+
+    reason: str
+    field: str = ""
+    source_stream: str
+    source_id: str
+    deliveries: Annotated[int, Field(ge=0)] = 1
+    consumer: str = ""
+    group: str = ""
+    original: dict[str, str] = Field(default_factory=dict)
+    timestamp: Timestamp = Field(default_factory=_now)

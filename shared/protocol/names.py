@@ -1,0 +1,88 @@
+"""Every stream, consumer-group and key name the swarm uses, under one namespace.
+
+No other module spells a Redis key. Two swarms (or two tests) that use different
+namespaces share one Redis without seeing each other's data.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+DEFAULT_NAMESPACE = "swarm"
+_NAMESPACE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Names:
+    """Key names for one swarm. Build it once from settings and pass it down."""
+
+    namespace: str = DEFAULT_NAMESPACE
+
+    def __post_init__(self) -> None:
+        if not _NAMESPACE_RE.fullmatch(self.namespace):
+            raise ValueError(
+                f"namespace {self.namespace!r} must be 1-64 letters, digits, '_', '.', '-'"
+            )
+
+    def _k(self, *parts: str) -> str:
+        return ":".join((self.namespace, *parts))
+
+    # -- streams -------------------------------------------------------------------------
+    @property
+    def intake(self) -> str:
+        """Where anyone posts tasks (`XADD swarm:tasks '*' prompt ...`)."""
+        return self._k("tasks")
+
+    @property
+    def rejected(self) -> str:
+        """Intake entries that did not decode, with the reason and the original fields."""
+        return self._k("tasks", "rejected")
+
+    def vendor_tasks(self, vendor: str) -> str:
+        """Routed tasks for one vendor's workers (a separate prefix, so no vendor name can
+        collide with the intake's own sub-streams)."""
+        return self._k("queue", vendor)
+
+    @property
+    def findings(self) -> str:
+        return self._k("findings")
+
+    @property
+    def dead_letter(self) -> str:
+        """Entries that exhausted their deliveries or could not be handled, from any stream."""
+        return self._k("dlq")
+
+    def shard_queries(self, shard: str) -> str:
+        return self._k("shard", shard, "queries")
+
+    def replies(self, consumer: str) -> str:
+        """A requester's private reply stream (context replies)."""
+        return self._k("replies", consumer)
+
+    # -- consumer groups -----------------------------------------------------------------
+    DISPATCHER_GROUP = "dispatcher"
+    COLLECTOR_GROUP = "collector"
+    MEGASHARD_GROUP = "megashard"
+
+    @staticmethod
+    def worker_group(vendor: str) -> str:
+        return f"worker-{vendor}"
+
+    # -- keys ------------------------------------------------------------------------------
+    @property
+    def members(self) -> str:
+        """Sorted set: member id -> heartbeat expiry (unix ms). Lists the live fleet."""
+        return self._k("members")
+
+    def member(self, member_id: str) -> str:
+        """Hash describing one live member; expires when its heartbeat stops."""
+        return self._k("member", member_id)
+
+    def task(self, task_id: str) -> str:
+        return self._k("task", task_id)
+
+    def task_findings(self, task_id: str) -> str:
+        """List of a task's finding ids. The id comes last in every per-task key, so no
+        task id (even one containing ':') can name another task's key."""
+        return self._k("findings", task_id)

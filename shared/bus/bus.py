@@ -1,0 +1,59 @@
+"""The bus: publish entries, and subscribe to a stream through a consumer group."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from redis.asyncio import Redis
+
+from shared.bus.delivery import Outgoing
+from shared.bus.subscription import Subscription, ensure_group
+from shared.protocol.names import Names
+from shared.runtime.metrics import Metrics
+from shared.runtime.settings import BusSettings
+
+
+class Bus:
+    """Two verbs over Redis Streams: `publish` and `subscribe(...)` (deliveries with ack)."""
+
+    def __init__(self, redis: Redis, names: Names, settings: BusSettings, metrics: Metrics) -> None:
+        self.redis = redis
+        self.names = names
+        self.settings = settings
+        self.metrics = metrics
+
+    async def publish(self, stream: str, fields: Mapping[str, str | bytes]) -> str:
+        """Append one entry; returns its id. Trimming is done by consumers, safely."""
+        entry_id = await self.redis.xadd(stream, dict(fields))  # type: ignore[arg-type]
+        self.metrics.published.labels(stream).inc()
+        return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+
+    async def publish_many(self, entries: Iterable[Outgoing]) -> list[str]:
+        """Append many entries in one round trip (pipelined, not atomic)."""
+        items = list(entries)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for out in items:
+                pipe.xadd(out.stream, dict(out.fields))  # type: ignore[arg-type]
+            ids = await pipe.execute()
+        for out in items:
+            self.metrics.published.labels(out.stream).inc()
+        return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+
+    async def ensure_group(self, stream: str, group: str) -> bool:
+        return await ensure_group(self.redis, stream, group)
+
+    def subscribe(self, stream: str, group: str, consumer: str) -> Subscription:
+        """A subscription; use `async with` (or start/close) and iterate its deliveries.
+
+        `consumer` must be the member id this process heartbeats under, so that peers
+        can tell when it has died and take over its pending entries at once.
+        """
+        return Subscription(
+            self.redis,
+            self.names,
+            self.settings,
+            self.metrics,
+            stream=stream,
+            group=group,
+            consumer=consumer,
+        )

@@ -1,0 +1,92 @@
+"""Everything a service process needs around its handler, set up and torn down in order:
+metrics endpoint, Redis (waited for), the bus, and a heartbeat under its member id."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import structlog
+
+from shared.bus.bus import Bus
+from shared.bus.membership import Heartbeat
+from shared.protocol.names import Names
+from shared.runtime.metrics import Metrics, serve_metrics
+from shared.runtime.redis import connect, wait_ready
+from shared.runtime.settings import BusSettings, SwarmSettings
+
+log = structlog.get_logger("swarm.service")
+
+
+@dataclass(slots=True)
+class ServiceContext:
+    service: str
+    member_id: str
+    names: Names
+    bus: Bus
+    metrics: Metrics
+    swarm: SwarmSettings
+    settings: BusSettings
+    live_info: list[Callable[[], Mapping[str, str]]] = field(default_factory=list)
+
+    def merged_live_info(self) -> Mapping[str, str]:
+        out: dict[str, str] = {}
+        for fn in self.live_info:
+            out.update(fn())
+        return out
+
+
+@asynccontextmanager
+async def service_context(
+    service: str,
+    swarm: SwarmSettings,
+    settings: BusSettings,
+    *,
+    info: Mapping[str, str] | None = None,
+    metrics: Metrics | None = None,
+) -> AsyncIterator[ServiceContext]:
+    metrics = metrics or Metrics.create()
+    server = serve_metrics(metrics, swarm.metrics_port)
+    url = swarm.redis_url.get_secret_value()
+    redis = connect(url, settings)
+    names = swarm.names
+    member_id = swarm.member_id(service)
+    ctx = ServiceContext(
+        service, member_id, names, Bus(redis, names, settings, metrics), metrics, swarm, settings
+    )
+    heartbeat = Heartbeat(
+        redis,
+        names,
+        member_id,
+        service=service,
+        interval_s=settings.heartbeat_interval_s,
+        ttl_s=settings.heartbeat_ttl_s,
+        info=info,
+        live_info=ctx.merged_live_info,
+    )
+    beating: asyncio.Task[None] | None = None
+    try:
+        await wait_ready(redis, url, settings.connect_timeout_s)
+        await heartbeat.beat()  # registered before the first read, so peers never misjudge us
+        beating = asyncio.create_task(heartbeat.run(), name="heartbeat")
+        log.info(
+            "service.started",
+            service=service,
+            member_id=member_id,
+            redis=swarm.redis_url_redacted,
+            namespace=names.namespace,
+            metrics_port=swarm.metrics_port,
+        )
+        yield ctx
+    finally:
+        if beating is not None:
+            beating.cancel()
+            await asyncio.gather(beating, return_exceptions=True)
+            await heartbeat.leave()
+        await redis.aclose()
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        log.info("service.stopped", service=service, member_id=member_id)

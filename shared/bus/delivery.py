@@ -1,0 +1,81 @@
+"""One delivered stream entry and the ways it can end: ack, dead-letter, or release."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from shared.protocol import Rejection, encode_rejection
+
+if TYPE_CHECKING:
+    from shared.bus.subscription import Subscription
+
+Fields = Mapping[str, str | bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """An entry to publish atomically with an ack (the handler's effect)."""
+
+    stream: str
+    fields: Fields
+
+
+class DeadLetter(Exception):
+    """Raised by a handler: move this entry to a dead-letter stream with `reason`.
+
+    `stream` overrides the destination (the dispatcher sends bad intake to the rejected
+    stream); `field` names the offending field when there is one.
+    """
+
+    def __init__(self, reason: str, *, field: str = "", stream: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.field = field
+        self.stream = stream
+
+
+@dataclass(slots=True, eq=False)
+class Delivery:
+    """An entry this consumer owns until it acks, dead-letters or releases it.
+
+    `deliveries` counts how often the group has handed the entry out (1 on first read).
+    """
+
+    stream: str
+    group: str
+    entry_id: str
+    fields: dict[bytes, bytes]
+    deliveries: int
+    _sub: Subscription
+    started: float = field(default_factory=time.monotonic)
+    done: bool = False
+
+    def text(self, name: str, default: str = "") -> str:
+        raw = self.fields.get(name.encode())
+        return default if raw is None else raw.decode(errors="replace")
+
+    async def ack(self, *publish: Outgoing) -> None:
+        """Acknowledge; entries in `publish` are written in the same MULTI/EXEC."""
+        await self._sub._finish(self, publish, None, None, "acked")
+
+    async def dead_letter(self, reason: str, *, field: str = "", stream: str | None = None) -> None:
+        """Copy the entry with `reason` to the dead-letter stream, then ack, atomically."""
+        rejection = Rejection(
+            reason=reason,
+            field=field,
+            source_stream=self.stream,
+            source_id=self.entry_id,
+            deliveries=self.deliveries,
+            consumer=self._sub.consumer,
+            group=self.group,
+        )
+        record = encode_rejection(rejection, self.fields)
+        await self._sub._finish(self, (), record, stream, "dead_lettered")
+
+    def release(self, outcome: str = "failed") -> None:
+        """Give up without ack: the entry stays pending and is redelivered after the
+        visibility timeout (its delivery count then rises towards the dead-letter cap)."""
+        self._sub._release(self, outcome)

@@ -1,0 +1,101 @@
+"""Run a handler over a subscription's deliveries, many at once, with a graceful drain.
+
+The handler gets a Delivery and returns the entries to publish (or nothing); they are
+written in the same MULTI/EXEC as the ack. It may raise DeadLetter to park the entry
+with a reason. Any other exception is logged and the entry is released: it stays pending
+and is delivered again after the visibility timeout, until max_deliveries dead-letters it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import structlog
+
+from shared.bus.delivery import DeadLetter, Delivery, Outgoing
+from shared.bus.subscription import Subscription
+
+log = structlog.get_logger("swarm.bus")
+
+Handler = Callable[[Delivery], Awaitable[Sequence[Outgoing] | None]]
+
+
+@dataclass(slots=True)
+class ServeStats:
+    acked: int = 0
+    dead_lettered: int = 0
+    failed: int = 0
+    abandoned: int = 0
+
+
+async def serve(
+    sub: Subscription, handler: Handler, *, stop: asyncio.Event, drain_timeout_s: float
+) -> ServeStats:
+    """Hand each delivery to `handler` in its own task until `stop` is set, then drain.
+
+    Concurrency is bounded by the subscription's max_in_flight. On stop: no new reads;
+    in-flight handlers get `drain_timeout_s` to finish; the rest are cancelled without ack
+    and stay pending for a peer (or this consumer's restart) to take over.
+    """
+    stats = ServeStats()
+    tasks: set[asyncio.Task[None]] = set()
+    stopper = asyncio.create_task(_stop_on(stop, sub))
+    try:
+        async for delivery in sub:
+            task = asyncio.create_task(_handle(delivery, handler, stats))
+            tasks.add(task)  # strong reference: the loop only keeps weak ones
+            task.add_done_callback(tasks.discard)
+    finally:
+        stopper.cancel()
+        if tasks:
+            log.info("drain.start", in_flight=len(tasks), deadline_s=drain_timeout_s)
+            _done, late = await asyncio.wait(tasks, timeout=drain_timeout_s)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+        await sub.close()
+        log.info(
+            "serve.stopped",
+            stream=sub.stream,
+            acked=stats.acked,
+            dead_lettered=stats.dead_lettered,
+            failed=stats.failed,
+            abandoned=stats.abandoned,
+        )
+    return stats
+
+
+async def _stop_on(stop: asyncio.Event, sub: Subscription) -> None:
+    await stop.wait()
+    sub.stop()
+
+
+async def _handle(delivery: Delivery, handler: Handler, stats: ServeStats) -> None:
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(
+        stream=delivery.stream, entry_id=delivery.entry_id, deliveries=delivery.deliveries
+    )
+    started = time.perf_counter()
+    try:
+        out = await handler(delivery)
+    except DeadLetter as dl:
+        await delivery.dead_letter(dl.reason, field=dl.field, stream=dl.stream)
+        stats.dead_lettered += 1
+        log.warning("delivery.dead_lettered", reason=dl.reason, field=dl.field)
+        return
+    except asyncio.CancelledError:
+        delivery.release("abandoned")
+        stats.abandoned += 1
+        log.warning("delivery.abandoned", note="left pending for reclaim")
+        raise
+    except Exception:
+        delivery.release("failed")
+        stats.failed += 1
+        log.exception("delivery.failed", note="left pending; redelivered after visibility timeout")
+        return
+    await delivery.ack(*(out or ()))
+    stats.acked += 1
+    log.debug("delivery.acked", duration_ms=round((time.perf_counter() - started) * 1000, 2))

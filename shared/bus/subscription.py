@@ -1,0 +1,452 @@
+"""A consumer-group subscription: the deliveries verb of the bus.
+
+What it guarantees (see docs/protocol.md):
+* at most `max_in_flight` deliveries are out at once; it reads only as many as fit;
+* on start it replays this consumer's own pending entries, then reads new ones;
+* entries idle past the visibility timeout are reclaimed from any consumer; entries of
+  a consumer whose heartbeat expired are reclaimed at once (it is dead);
+* deliveries being handled have their claim refreshed, so no peer steals them;
+* an entry delivered more than `max_deliveries` times is dead-lettered, then acked;
+* Redis going away is waited out with backoff; a lost group is re-created.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections import deque
+from typing import Any
+
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from shared.bus import streamids
+from shared.bus.acker import Acker, AckOp
+from shared.bus.delivery import Delivery, Fields, Outgoing
+from shared.protocol.names import Names
+from shared.runtime.metrics import Metrics
+from shared.runtime.redis import REDIS_UNAVAILABLE
+from shared.runtime.settings import BusSettings
+
+log = structlog.get_logger("swarm.bus")
+
+# Refresh our claim on entries we are still working on, but only those we still own:
+# XCLAIM alone would take back an entry a peer has since reclaimed.
+_REFRESH_LUA = """
+local lost = {}
+for i = 3, #ARGV do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  if p[1] and p[1][2] == ARGV[2] then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+  else
+    table.insert(lost, ARGV[i])
+  end
+end
+return lost
+"""
+
+_Entry = tuple[str, dict[bytes, bytes], int, str]  # id, fields, deliveries, cause
+
+
+async def ensure_group(redis: Redis, stream: str, group: str) -> bool:
+    """Create `group` on `stream` (and the stream) if missing. True if it was created.
+
+    Only BUSYGROUP is swallowed. The group starts at 0 so tasks posted before the first
+    consumer started are still served.
+    """
+    try:
+        await redis.xgroup_create(stream, group, id="0", mkstream=True)
+    except ResponseError as exc:
+        if "BUSYGROUP" in str(exc):
+            return False
+        raise
+    return True
+
+
+class Subscription:
+    def __init__(
+        self,
+        redis: Redis,
+        names: Names,
+        settings: BusSettings,
+        metrics: Metrics,
+        *,
+        stream: str,
+        group: str,
+        consumer: str,
+    ) -> None:
+        self.stream = stream
+        self.group = group
+        self.consumer = consumer
+        self._redis = redis
+        self._names = names
+        self._s = settings
+        self._m = metrics
+        self._acker = Acker(redis, stream, group, metrics)
+        self._queue: deque[_Entry] = deque()
+        self._queued_ids: set[str] = set()
+        self._queue_ready = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._stop = asyncio.Event()
+        self._in_flight: dict[str, Delivery] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._autoclaim_cursor = "0-0"
+        self._failure: BaseException | None = None
+        self._refresh = redis.register_script(_REFRESH_LUA)
+        self._reader = redis.client()  # its own connection, so stop() can unblock it
+        self._reader_id: int | None = None
+        self._unblocking: asyncio.Task[None] | None = None
+        self._gauge = metrics.in_flight.labels(stream, group)
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def start(self) -> None:
+        await ensure_group(self._redis, self.stream, self.group)
+        for name, coro in (
+            ("acker", self._acker.run()),
+            ("reader", self._read_loop()),
+            ("reclaimer", self._every(self._s.reclaim_interval_s, self._reclaim)),
+            ("lease", self._every(self._s.visibility_timeout_s / 3, self._refresh_leases)),
+            ("trimmer", self._every(self._s.trim_interval_s, self._trim)),
+        ):
+            task = asyncio.create_task(coro, name=f"{self.stream}:{name}")
+            task.add_done_callback(self._on_task_done)
+            self._tasks.append(task)
+
+    def _on_task_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None and self._failure is None:
+            self._failure = task.exception()
+            self._queue_ready.set()
+
+    def stop(self) -> None:
+        """Stop reading. Deliveries already handed out can still be acked."""
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self._queue_ready.set()
+        if self._tasks:
+            self._unblocking = asyncio.create_task(self._unblock_reader())
+
+    async def close(self) -> None:
+        """Stop, flush pending acks, end background work. Unacked entries stay pending."""
+        self.stop()
+        reader = next((t for t in self._tasks if t.get_name().endswith(":reader")), None)
+        if reader is not None:
+            await asyncio.wait({reader}, timeout=self._s.block_ms / 1000 + 2)
+        await self._acker.drain()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        if self._unblocking is not None:
+            await asyncio.gather(self._unblocking, return_exceptions=True)
+        await self._reader.aclose()
+
+    async def __aenter__(self) -> Subscription:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    # -- the iterator ----------------------------------------------------------------------
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Delivery:
+        while True:
+            if self._failure is not None:
+                raise self._failure
+            if self._stop.is_set():
+                raise StopAsyncIteration
+            if not self._queue:
+                self._queue_ready.clear()
+                await self._queue_ready.wait()
+                continue
+            entry_id, fields, deliveries, _cause = self._queue.popleft()
+            self._queued_ids.discard(entry_id)
+            if entry_id in self._in_flight:
+                continue  # reclaimed our own entry that is still being handled
+            delivery = Delivery(self.stream, self.group, entry_id, fields, deliveries, self)
+            self._in_flight[entry_id] = delivery
+            self._gauge.inc()
+            if deliveries > self._s.max_deliveries:
+                await delivery.dead_letter(
+                    f"delivered {deliveries} times without being acknowledged "
+                    f"(max_deliveries={self._s.max_deliveries})"
+                )
+                continue
+            return delivery
+
+    # -- outcomes (called through Delivery) -------------------------------------------------
+    async def _finish(
+        self,
+        delivery: Delivery,
+        publish: tuple[Outgoing, ...],
+        dead_letter: Fields | None,
+        dead_letter_stream: str | None,
+        outcome: str,
+    ) -> None:
+        if delivery.done:
+            return
+        out = [(o.stream, o.fields) for o in publish]
+        if dead_letter is not None:
+            target = dead_letter_stream or self._names.dead_letter
+            out.append((target, dead_letter))
+            self._m.dead_letters.labels(target, _reason_kind(dead_letter)).inc()
+        await self._acker.submit(AckOp(delivery.entry_id, out))
+        for stream, _ in out:
+            self._m.published.labels(stream).inc()
+        self._settle(delivery, outcome)
+
+    def _release(self, delivery: Delivery, outcome: str) -> None:
+        if not delivery.done:
+            self._settle(delivery, outcome)
+
+    def _settle(self, delivery: Delivery, outcome: str) -> None:
+        delivery.done = True
+        if self._in_flight.pop(delivery.entry_id, None) is not None:
+            self._gauge.dec()
+        self._m.deliveries.labels(self.stream, self.group, outcome).inc()
+        self._m.handle_seconds.labels(self.stream, self.group).observe(
+            time.monotonic() - delivery.started
+        )
+        self._update_room()
+
+    def _free(self) -> int:
+        return self._s.max_in_flight - len(self._in_flight) - len(self._queue)
+
+    def _update_room(self) -> None:
+        if self._free() > 0:
+            self._room.set()
+        else:
+            self._room.clear()
+
+    def _enqueue(self, entries: list[_Entry]) -> None:
+        for entry in entries:
+            if entry[0] in self._queued_ids or entry[0] in self._in_flight:
+                continue
+            self._queue.append(entry)
+            self._queued_ids.add(entry[0])
+        if self._queue:
+            self._queue_ready.set()
+        self._update_room()
+
+    # -- reading ---------------------------------------------------------------------------
+    async def _read_loop(self) -> None:
+        replay_from: str | None = "0-0"  # own pending entries first (crash recovery)
+        delay = 0.1
+        while not self._stop.is_set():
+            try:
+                await self._room.wait()
+                if replay_from is not None:
+                    replay_from = await self._replay(replay_from)
+                    continue
+                count = min(self._s.read_count, max(self._free(), 1))
+                entries = await self._blocking_read(count)
+                if entries:
+                    self._enqueue([(streamids.text(i), f, 1, "new") for i, f in entries])
+                delay = 0.1
+            except REDIS_UNAVAILABLE as exc:
+                self._m.redis_errors.labels("read").inc()
+                log.warning("redis.unavailable", stream=self.stream, error=str(exc), retry_s=delay)
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 5.0)
+            except ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                # The stream or group vanished (deleted, or Redis restarted without
+                # persistence). Nothing of ours survives it; start the group again.
+                log.error("group.missing", stream=self.stream, group=self.group)
+                await ensure_group(self._redis, self.stream, self.group)
+
+    async def _blocking_read(self, count: int) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        # Never cancelled: a cancelled read can still be served by Redis, and its entries
+        # would sit unseen in our PEL. stop() ends it at once with CLIENT UNBLOCK instead.
+        if self._reader_id is None:
+            self._reader_id = int(await self._reader.client_id())
+        try:
+            result: Any = await self._reader.xreadgroup(
+                self.group,
+                self.consumer,
+                {self.stream: ">"},
+                count=count,
+                block=self._s.block_ms,
+            )
+        except BaseException:
+            self._reader_id = None  # the connection may be new next time
+            raise
+        return list(result[0][1]) if result else []
+
+    async def _unblock_reader(self) -> None:
+        if self._reader_id is None:
+            return
+        with contextlib.suppress(*REDIS_UNAVAILABLE):  # the read ends by its BLOCK anyway
+            await self._redis.client_unblock(self._reader_id)
+
+    async def _replay(self, start: str) -> str | None:
+        res: Any = await self._redis.xreadgroup(
+            self.group, self.consumer, {self.stream: start}, count=self._s.read_count
+        )
+        entries: list[tuple[bytes, dict[bytes, bytes] | None]] = res[0][1] if res else []
+        if not entries:
+            return None
+        live: list[tuple[str, dict[bytes, bytes]]] = []
+        gone: list[tuple[str, None]] = []
+        for raw_id, fields in entries:
+            if fields:
+                live.append((streamids.text(raw_id), fields))
+            else:
+                gone.append((streamids.text(raw_id), None))
+        if gone:  # deleted or trimmed while pending: nothing left to do
+            await self._redis.xack(self.stream, self.group, *(i for i, _ in gone))
+        counts = await self._delivery_counts([i for i, _ in live])
+        self._m.reclaimed.labels(self.stream, self.group, "replay").inc(len(live))
+        self._enqueue([(i, f, counts.get(i, 1), "replay") for i, f in live])
+        log.info("pending.replayed", stream=self.stream, entries=len(live)) if live else None
+        return streamids.text(entries[-1][0])
+
+    async def _delivery_counts(self, ids: list[str]) -> dict[str, int]:
+        if not ids:
+            return {}
+        ordered = sorted(ids, key=streamids.parse)
+        rows: Any = await self._redis.xpending_range(
+            self.stream,
+            self.group,
+            min=ordered[0],
+            max=ordered[-1],
+            count=len(ids) + 1000,
+            consumername=self.consumer,
+        )
+        return {streamids.text(r["message_id"]): int(r["times_delivered"]) for r in rows}
+
+    # -- background upkeep -----------------------------------------------------------------
+    async def _every(self, interval: float, job: Any) -> None:
+        while True:
+            await asyncio.sleep(interval * (0.8 + 0.4 * random.random()))
+            if self._stop.is_set():
+                continue
+            try:
+                await job()
+            except REDIS_UNAVAILABLE as exc:
+                self._m.redis_errors.labels(job.__name__.strip("_")).inc()
+                log.warning("redis.unavailable", job=job.__name__, error=str(exc))
+            except Exception:  # upkeep retries next round; reading goes on meanwhile
+                log.exception("upkeep.failed", job=job.__name__, stream=self.stream)
+
+    async def _reclaim(self) -> None:
+        await self._reclaim_dead_consumers()
+        room = self._free()
+        if room <= 0:
+            return
+        res: Any = await self._redis.xautoclaim(
+            self.stream,
+            self.group,
+            self.consumer,
+            min_idle_time=int(self._s.visibility_timeout_s * 1000),
+            start_id=self._autoclaim_cursor,
+            count=room,
+        )
+        cursor, claimed = res[0], res[1]
+        self._autoclaim_cursor = streamids.text(cursor)
+        await self._take(claimed, "idle")
+
+    async def _reclaim_dead_consumers(self) -> None:
+        ttl_ms = int(self._s.heartbeat_ttl_s * 1000)
+        consumers: Any = await self._redis.xinfo_consumers(self.stream, self.group)
+        suspects = [
+            c["name"].decode()
+            for c in consumers
+            if c["pending"] > 0 and c["idle"] > ttl_ms and c["name"].decode() != self.consumer
+        ]
+        if not suspects:
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for name in suspects:
+                pipe.exists(self._names.member(name))
+            alive = await pipe.execute()
+        for name, is_alive in zip(suspects, alive, strict=True):
+            room = self._free()
+            if is_alive or room <= 0:
+                continue
+            rows: Any = await self._redis.xpending_range(
+                self.stream, self.group, min="-", max="+", count=room, consumername=name
+            )
+            ids = [r["message_id"] for r in rows]
+            if not ids:
+                continue
+            claimed = await self._redis.xclaim(
+                self.stream, self.group, self.consumer, min_idle_time=ttl_ms, message_ids=ids
+            )
+            log.warning("consumer.dead", stream=self.stream, consumer=name, reclaimed=len(claimed))
+            await self._take(claimed, "dead_consumer")
+            if len(ids) == len(rows) and len(rows) < room:
+                await self._redis.xgroup_delconsumer(self.stream, self.group, name)
+
+    async def _take(self, claimed: list[Any], cause: str) -> None:
+        live = [(streamids.text(i), f) for i, f in claimed if f]
+        if not live:
+            return
+        counts = await self._delivery_counts([i for i, _ in live])
+        self._m.reclaimed.labels(self.stream, self.group, cause).inc(len(live))
+        self._enqueue([(i, f, counts.get(i, 2), cause) for i, f in live])
+
+    async def _refresh_leases(self) -> None:
+        ids = list(self._in_flight)
+        if not ids:
+            return
+        lost = await self._refresh(keys=[self.stream], args=[self.group, self.consumer, *ids])
+        if lost:
+            log.warning("lease.lost", stream=self.stream, entries=[streamids.text(i) for i in lost])
+
+    async def _trim(self) -> None:
+        trimmed = await trim_handled(
+            self._redis,
+            self.stream,
+            retention_s=self._s.retention_s,
+            max_len=self._s.max_stream_len,
+        )
+        if trimmed:
+            self._m.trimmed.labels(self.stream).inc(trimmed)
+
+
+async def trim_handled(redis: Redis, stream: str, *, retention_s: float, max_len: int) -> int:
+    """Trim entries every group has handled (delivered and acked), never one still waiting.
+
+    Handled entries are kept `retention_s` for inspection (`XRANGE`), unless the stream is
+    longer than `max_len`. Approximate (`~`), so Redis trims whole nodes cheaply.
+    """
+    groups: Any = await redis.xinfo_groups(stream)
+    if not groups:
+        return 0
+    safe: tuple[int, int] | None = None
+    for g in groups:
+        bound = streamids.parse(g["last-delivered-id"])
+        if g["pending"]:
+            summary: Any = await redis.xpending(stream, g["name"])
+            bound = min(bound, streamids.parse(summary["min"]))
+        else:
+            bound = (bound[0], bound[1] + 1)  # the last delivered entry is handled too
+        safe = bound if safe is None else min(safe, bound)
+    assert safe is not None
+    if await redis.xlen(stream) <= max_len:
+        safe = min(safe, (int(time.time() * 1000 - retention_s * 1000), 0))
+    if safe <= (0, 0):
+        return 0
+    return int(await redis.xtrim(stream, minid=streamids.fmt(safe), approximate=True))
+
+
+def _reason_kind(record: Fields) -> str:
+    reason = record.get("reason", "")
+    text = reason.decode() if isinstance(reason, bytes) else reason
+    if text.startswith("delivered "):
+        return "max_deliveries"
+    field = record.get("field", "")
+    return "invalid" if field else "handler"

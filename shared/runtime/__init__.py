@@ -1,0 +1,1 @@
+"""Plumbing every service uses: settings, logging, metrics, Redis connection, lifecycle."""

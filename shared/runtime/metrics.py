@@ -1,0 +1,98 @@
+"""Every Prometheus metric of the swarm, declared in one place on an injected registry.
+
+Labels are bounded (stream, group, outcome, reason kind, vendor, model); task ids,
+entry ids and consumer names never become labels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+_LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+@dataclass(frozen=True, slots=True)
+class Metrics:
+    registry: CollectorRegistry
+    published: Counter
+    deliveries: Counter
+    handle_seconds: Histogram
+    in_flight: Gauge
+    reclaimed: Counter
+    dead_letters: Counter
+    redis_errors: Counter
+    trimmed: Counter
+    rejected: Counter
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry | None = None) -> Metrics:
+        reg = registry if registry is not None else CollectorRegistry()
+        return cls(
+            registry=reg,
+            published=Counter(
+                "swarm_published_messages_total",
+                "Entries added to a stream.",
+                ["stream"],
+                registry=reg,
+            ),
+            deliveries=Counter(
+                "swarm_deliveries_total",
+                "Deliveries finished, by outcome (acked, dead_lettered, failed, abandoned).",
+                ["stream", "group", "outcome"],
+                registry=reg,
+            ),
+            handle_seconds=Histogram(
+                "swarm_handle_duration_seconds",
+                "Time from delivery to outcome.",
+                ["stream", "group"],
+                buckets=_LATENCY_BUCKETS,
+                registry=reg,
+            ),
+            in_flight=Gauge(
+                "swarm_in_flight_deliveries",
+                "Deliveries being handled now.",
+                ["stream", "group"],
+                registry=reg,
+            ),
+            reclaimed=Counter(
+                "swarm_reclaimed_entries_total",
+                "Pending entries taken over, by cause (replay, idle, dead_consumer).",
+                ["stream", "group", "cause"],
+                registry=reg,
+            ),
+            dead_letters=Counter(
+                "swarm_dead_letters_total",
+                "Entries moved to a dead-letter or rejected stream.",
+                ["stream", "reason"],
+                registry=reg,
+            ),
+            redis_errors=Counter(
+                "swarm_redis_errors_total",
+                "Redis operations that failed and were retried.",
+                ["operation"],
+                registry=reg,
+            ),
+            trimmed=Counter(
+                "swarm_trimmed_entries_total",
+                "Handled entries trimmed from a stream.",
+                ["stream"],
+                registry=reg,
+            ),
+            rejected=Counter(
+                "swarm_rejected_tasks_total",
+                "Intake entries rejected, by offending field.",
+                ["field"],
+                registry=reg,
+            ),
+        )
+
+
+def serve_metrics(metrics: Metrics, port: int, addr: str = "0.0.0.0") -> WSGIServer | None:  # noqa: S104
+    """Expose /metrics on `port` (0 disables). Returns the server so it can be shut down."""
+    if port == 0:
+        return None
+    server, _thread = start_http_server(port, addr=addr, registry=metrics.registry)
+    return server

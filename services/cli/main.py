@@ -1,0 +1,124 @@
+"""`swarm`: one command for people and containers.
+
+swarm run SERVICE      start one service in the foreground (containers call this)
+swarm demo             a task through the bus and back, on a local Redis
+swarm --version
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
+
+# Service name -> "module:function" taking the parsed args and returning an exit code.
+# Imported lazily, so `swarm` never loads a service (or its vendor SDK) it does not run.
+SERVICES: dict[str, str] = {}
+PLANNED = ("dispatcher", "worker", "megashard", "collector", "simulator")
+
+
+class CliError(Exception):
+    """A problem to report in one line, without a traceback."""
+
+
+def _version() -> str:
+    try:
+        return version("swarmbus")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="swarm",
+        description="Run many LLM workers from many vendors as one swarm.",
+    )
+    parser.add_argument("--version", action="version", version=f"swarm {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = sub.add_parser(
+        "run",
+        help="start one service in the foreground",
+        description="Start one service in the foreground. Every service reads REDIS_URL, "
+        "SWARM_NAMESPACE and METRICS_PORT from the environment; flags override.",
+    )
+    run.add_argument("service", metavar="SERVICE", help=f"one of: {', '.join(PLANNED)}")
+    _common(run)
+    run.add_argument("--vendor", help="worker: which vendor's tasks to take")
+    run.add_argument("--shard", help="megashard: which shard to serve")
+    run.add_argument("--port", type=int, help="simulator: port to listen on")
+
+    demo = sub.add_parser(
+        "demo",
+        help="send tasks through the bus and back",
+        description="Post tasks (flat fields, data JSON, and a malformed one), run an echo "
+        "worker on the bus, and print the findings and the rejection. Uses "
+        "REDIS_URL, else Redis on 127.0.0.1:6379, else starts redis-server.",
+    )
+    demo.add_argument(
+        "--namespace", default="swarm-demo", help="key namespace for the demo (default: swarm-demo)"
+    )
+    return parser
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--redis-url", help="overrides REDIS_URL")
+    p.add_argument("--namespace", help="overrides SWARM_NAMESPACE")
+    p.add_argument("--metrics-port", type=int, help="overrides METRICS_PORT (0 disables)")
+
+
+def _apply_overrides(args: argparse.Namespace) -> None:
+    # Flags become the environment the service's settings are built from, once.
+    for flag, env in (
+        ("redis_url", "REDIS_URL"),
+        ("namespace", "SWARM_NAMESPACE"),
+        ("metrics_port", "METRICS_PORT"),
+    ):
+        value = getattr(args, flag, None)
+        if value is not None:
+            os.environ[env] = str(value)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    target = SERVICES.get(args.service)
+    if target is None:
+        if args.service in PLANNED:
+            raise CliError(f"service {args.service!r} is not part of swarmbus {_version()} yet")
+        raise CliError(f"unknown service {args.service!r}; choose one of: {', '.join(PLANNED)}")
+    _apply_overrides(args)
+    module, _, func = target.partition(":")
+    entry = getattr(importlib.import_module(module), func)
+    return int(entry(args))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from services.cli.demo import run_demo  # noqa: PLC0415 - keep `swarm --help` light
+    from services.cli.redis_finder import find_redis  # noqa: PLC0415
+    from shared.runtime.logging import configure_logging  # noqa: PLC0415
+
+    configure_logging("error", json=False)
+    try:
+        with find_redis(os.environ.get("REDIS_URL")) as url:
+            return asyncio.run(run_demo(url, args.namespace))
+    except RuntimeError as exc:
+        raise CliError(str(exc)) from exc
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handlers = {"run": cmd_run, "demo": cmd_demo}
+    try:
+        return handlers[args.command](args)
+    except CliError as exc:
+        print(f"swarm: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -9,6 +9,10 @@ import structlog
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import (
+    AuthenticationError,
+    AuthenticationWrongNumberOfArgsError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -44,6 +48,10 @@ async def wait_ready(redis: Redis, url: str, timeout_s: float) -> None:
         try:
             await redis.ping()
             return
+        except (AuthenticationError, AuthenticationWrongNumberOfArgsError) as exc:
+            raise PermissionError(
+                f"Redis at {redact_url(url)} refused the credentials in REDIS_URL: {exc}"
+            ) from None
         except REDIS_UNAVAILABLE as exc:
             if time.monotonic() + delay > deadline:
                 raise ConnectionError(

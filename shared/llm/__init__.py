@@ -1,0 +1,1 @@
+"""Vendor adapters: every LLM behind one small interface (complete, count_tokens, aclose)."""

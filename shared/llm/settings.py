@@ -1,0 +1,171 @@
+"""Vendor settings: keys, base URLs, models, timeouts, read once from the environment.
+
+`SWARM_SIMULATOR_URL=http://127.0.0.1:N` points every vendor at the project's simulator
+(no real key needed). A vendor's own base URL (`ANTHROPIC_BASE_URL`, `OPENAI_BASE_URL`,
+`DEEPSEEK_BASE_URL`, `GOOGLE_GEMINI_BASE_URL`, `OPENAI_COMPATIBLE_BASE_URL`) wins over it.
+Keys are SecretStr: never printed, logged or written anywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+VENDORS = ("claude", "gemini", "openai", "deepseek", "codex", "openai-compatible")
+
+# Where each vendor's SDK base URL lives under the simulator.
+SIMULATOR_PREFIX = {
+    "claude": "/anthropic",
+    "gemini": "/gemini",
+    "openai": "/openai/v1",
+    "codex": "/openai/v1",
+    "deepseek": "/deepseek/v1",
+    "openai-compatible": "/compat/v1",
+}
+SIMULATOR_KEY = "sim-key-not-secret"
+
+
+def _env(*names: str) -> AliasChoices:
+    return AliasChoices(*names)
+
+
+class VendorSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    simulator_url: str | None = Field(default=None, validation_alias=_env("SWARM_SIMULATOR_URL"))
+    prices_file: Path | None = Field(default=None, validation_alias=_env("SWARM_PRICES_FILE"))
+    timeout_s: float = Field(default=120.0, gt=0, validation_alias=_env("SWARM_LLM_TIMEOUT_S"))
+    connect_timeout_s: float = Field(
+        default=5.0, gt=0, validation_alias=_env("SWARM_LLM_CONNECT_TIMEOUT_S")
+    )
+    max_connections: int = Field(
+        default=1000, ge=1, validation_alias=_env("SWARM_LLM_MAX_CONNECTIONS")
+    )
+
+    anthropic_api_key: SecretStr | None = Field(
+        default=None, validation_alias=_env("ANTHROPIC_API_KEY")
+    )
+    anthropic_base_url: str | None = Field(
+        default=None, validation_alias=_env("ANTHROPIC_BASE_URL")
+    )
+    google_api_key: SecretStr | None = Field(
+        default=None, validation_alias=_env("GOOGLE_API_KEY", "GEMINI_API_KEY")
+    )
+    gemini_base_url: str | None = Field(
+        default=None, validation_alias=_env("GOOGLE_GEMINI_BASE_URL")
+    )
+    openai_api_key: SecretStr | None = Field(default=None, validation_alias=_env("OPENAI_API_KEY"))
+    openai_base_url: str | None = Field(default=None, validation_alias=_env("OPENAI_BASE_URL"))
+    deepseek_api_key: SecretStr | None = Field(
+        default=None, validation_alias=_env("DEEPSEEK_API_KEY")
+    )
+    deepseek_base_url: str | None = Field(default=None, validation_alias=_env("DEEPSEEK_BASE_URL"))
+    compat_api_key: SecretStr | None = Field(
+        default=None, validation_alias=_env("OPENAI_COMPATIBLE_API_KEY")
+    )
+    compat_base_url: str | None = Field(
+        default=None, validation_alias=_env("OPENAI_COMPATIBLE_BASE_URL")
+    )
+
+    claude_model: str | None = Field(default=None, validation_alias=_env("SWARM_CLAUDE_MODEL"))
+    gemini_model: str | None = Field(default=None, validation_alias=_env("SWARM_GEMINI_MODEL"))
+    openai_model: str | None = Field(default=None, validation_alias=_env("SWARM_OPENAI_MODEL"))
+    deepseek_model: str | None = Field(default=None, validation_alias=_env("SWARM_DEEPSEEK_MODEL"))
+    codex_model: str | None = Field(default=None, validation_alias=_env("SWARM_CODEX_MODEL"))
+    compat_model: str | None = Field(
+        default=None, validation_alias=_env("OPENAI_COMPATIBLE_MODEL", "SWARM_COMPAT_MODEL")
+    )
+
+    def endpoint(self, vendor: str) -> Endpoint:
+        """Base URL and key for `vendor`; raises MissingCredentialsError with the fix."""
+        key, url, key_env, url_env, real_url = {
+            "claude": (
+                self.anthropic_api_key,
+                self.anthropic_base_url,
+                "ANTHROPIC_API_KEY",
+                "ANTHROPIC_BASE_URL",
+                None,
+            ),
+            "gemini": (
+                self.google_api_key,
+                self.gemini_base_url,
+                "GOOGLE_API_KEY",
+                "GOOGLE_GEMINI_BASE_URL",
+                None,
+            ),
+            "openai": (
+                self.openai_api_key,
+                self.openai_base_url,
+                "OPENAI_API_KEY",
+                "OPENAI_BASE_URL",
+                None,
+            ),
+            "codex": (
+                self.openai_api_key,
+                self.openai_base_url,
+                "OPENAI_API_KEY",
+                "OPENAI_BASE_URL",
+                None,
+            ),
+            "deepseek": (
+                self.deepseek_api_key,
+                self.deepseek_base_url,
+                "DEEPSEEK_API_KEY",
+                "DEEPSEEK_BASE_URL",
+                "https://api.deepseek.com",
+            ),
+            "openai-compatible": (
+                self.compat_api_key,
+                self.compat_base_url,
+                "OPENAI_COMPATIBLE_API_KEY",
+                "OPENAI_COMPATIBLE_BASE_URL",
+                None,
+            ),
+        }[vendor]
+        simulated = False
+        if url is None and self.simulator_url:
+            url = self.simulator_url.rstrip("/") + SIMULATOR_PREFIX[vendor]
+            simulated = True
+        if vendor == "openai-compatible":
+            if url is None:
+                raise MissingCredentialsError(
+                    f"vendor openai-compatible needs {url_env} (e.g. http://localhost:8000/v1 "
+                    "for vLLM, http://localhost:11434/v1 for Ollama) or SWARM_SIMULATOR_URL"
+                )
+            # Local servers usually take any key; the SDK insists on one.
+            return Endpoint(url, key.get_secret_value() if key else "not-needed", simulated)
+        if key is None:
+            if simulated:
+                return Endpoint(url, SIMULATOR_KEY, simulated)
+            raise MissingCredentialsError(
+                f"vendor {vendor} needs {key_env} (or SWARM_SIMULATOR_URL to use the "
+                "simulator instead of the real API)"
+            )
+        return Endpoint(url or real_url, key.get_secret_value(), simulated)
+
+    def model_for(self, vendor: str) -> str | None:
+        return {
+            "claude": self.claude_model,
+            "gemini": self.gemini_model,
+            "openai": self.openai_model,
+            "deepseek": self.deepseek_model,
+            "codex": self.codex_model,
+            "openai-compatible": self.compat_model,
+        }[vendor]
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    base_url: str | None  # None: the SDK's own default (the vendor's real API)
+    api_key: str
+    simulated: bool
+
+    def __repr__(self) -> str:  # never show the key
+        return f"Endpoint(base_url={self.base_url!r}, api_key='***', simulated={self.simulated})"
+
+
+class MissingCredentialsError(ValueError):
+    """A vendor was asked for without the key or URL it needs."""

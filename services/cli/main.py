@@ -17,7 +17,9 @@ from importlib.metadata import PackageNotFoundError, version
 
 # Service name -> "module:function" taking the parsed args and returning an exit code.
 # Imported lazily, so `swarm` never loads a service (or its vendor SDK) it does not run.
-SERVICES: dict[str, str] = {}
+SERVICES: dict[str, str] = {
+    "simulator": "services.simulator.main:run",
+}
 PLANNED = ("dispatcher", "worker", "megashard", "collector", "simulator")
 
 
@@ -50,7 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     _common(run)
     run.add_argument("--vendor", help="worker: which vendor's tasks to take")
     run.add_argument("--shard", help="megashard: which shard to serve")
-    run.add_argument("--port", type=int, help="simulator: port to listen on")
+    run.add_argument("--port", type=int, help="simulator: port to listen on (default 8400)")
+    run.add_argument("--latency", type=float, help="simulator: mean latency of every model, s")
+    run.add_argument("--error-rate", type=float, help="simulator: fault rate of every model")
+    run.add_argument("--config", help="simulator: TOML file with per-vendor/model settings")
 
     demo = sub.add_parser(
         "demo",

@@ -26,6 +26,11 @@ class Metrics:
     redis_errors: Counter
     trimmed: Counter
     rejected: Counter
+    llm_requests: Counter
+    llm_latency: Histogram
+    llm_tokens: Counter
+    llm_cost: Counter
+    llm_unpriced: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> Metrics:
@@ -85,6 +90,37 @@ class Metrics:
                 "swarm_rejected_tasks_total",
                 "Intake entries rejected, by offending field.",
                 ["field"],
+                registry=reg,
+            ),
+            llm_requests=Counter(
+                "swarm_llm_requests_total",
+                "Vendor calls by outcome (ok, or the error kind: rate_limited, timeout, ...).",
+                ["vendor", "model", "outcome"],
+                registry=reg,
+            ),
+            llm_latency=Histogram(
+                "swarm_llm_request_duration_seconds",
+                "Vendor call latency.",
+                ["vendor", "model"],
+                buckets=_LATENCY_BUCKETS,
+                registry=reg,
+            ),
+            llm_tokens=Counter(
+                "swarm_llm_tokens_total",
+                "Tokens the vendors reported, by kind (input, output, cache_read, cache_write).",
+                ["vendor", "model", "kind"],
+                registry=reg,
+            ),
+            llm_cost=Counter(
+                "swarm_llm_cost_usd_total",
+                "Dollar cost of vendor calls, from reported usage.",
+                ["vendor", "model"],
+                registry=reg,
+            ),
+            llm_unpriced=Counter(
+                "swarm_llm_unpriced_requests_total",
+                "Vendor calls whose model is not in the price table (cost unknown, not $0).",
+                ["vendor", "model"],
                 registry=reg,
             ),
         )

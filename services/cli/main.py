@@ -19,6 +19,7 @@ from importlib.metadata import PackageNotFoundError, version
 # Imported lazily, so `swarm` never loads a service (or its vendor SDK) it does not run.
 SERVICES: dict[str, str] = {
     "simulator": "services.simulator.main:run",
+    "worker": "services.worker.main:run",
 }
 PLANNED = ("dispatcher", "worker", "megashard", "collector", "simulator")
 

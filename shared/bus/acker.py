@@ -8,12 +8,12 @@ loop that acks each message alone, without ever acking before the effect is writ
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import structlog
 from redis.asyncio import Redis
 
+from shared.bus.delivery import Effect, SetKey
 from shared.runtime.metrics import Metrics
 from shared.runtime.redis import REDIS_UNAVAILABLE
 
@@ -27,7 +27,7 @@ def _new_future() -> asyncio.Future[None]:
 @dataclass(slots=True)
 class AckOp:
     entry_id: str
-    publish: list[tuple[str, Mapping[str, str | bytes]]]
+    effects: list[Effect]
     future: asyncio.Future[None] = field(default_factory=_new_future)
 
 
@@ -71,8 +71,12 @@ class Acker:
             try:
                 async with self._redis.pipeline(transaction=True) as pipe:
                     for op in ops:
-                        for stream, fields in op.publish:
-                            pipe.xadd(stream, dict(fields))  # type: ignore[arg-type]
+                        for effect in op.effects:
+                            if isinstance(effect, SetKey):
+                                ms = int(effect.ttl_s * 1000) if effect.ttl_s else None
+                                pipe.set(effect.key, effect.value, px=ms)
+                            else:
+                                pipe.xadd(effect.stream, dict(effect.fields))  # type: ignore[arg-type]
                     pipe.xack(self._stream, self._group, *(op.entry_id for op in ops))
                     await pipe.execute()
             except REDIS_UNAVAILABLE as exc:

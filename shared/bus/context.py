@@ -67,10 +67,11 @@ async def service_context(
         live_info=ctx.merged_live_info,
     )
     beating: asyncio.Task[None] | None = None
+    stop_beating = asyncio.Event()
     try:
         await wait_ready(redis, url, settings.connect_timeout_s)
         await heartbeat.beat()  # registered before the first read, so peers never misjudge us
-        beating = asyncio.create_task(heartbeat.run(), name="heartbeat")
+        beating = asyncio.create_task(heartbeat.run(stop_beating), name="heartbeat")
         log.info(
             "service.started",
             service=service,
@@ -82,8 +83,10 @@ async def service_context(
         yield ctx
     finally:
         if beating is not None:
-            beating.cancel()
-            await asyncio.gather(beating, return_exceptions=True)
+            stop_beating.set()
+            _done, late = await asyncio.wait({beating}, timeout=settings.heartbeat_interval_s + 5)
+            for task in late:
+                task.cancel()
             await heartbeat.leave()
         await redis.aclose()
         if server is not None:

@@ -23,18 +23,39 @@ class Outgoing:
     fields: Fields
 
 
+@dataclass(frozen=True, slots=True)
+class SetKey:
+    """A key to set atomically with an ack (an idempotency marker, a task record)."""
+
+    key: str
+    value: str
+    ttl_s: float | None = None
+
+
+Effect = Outgoing | SetKey
+
+
 class DeadLetter(Exception):
     """Raised by a handler: move this entry to a dead-letter stream with `reason`.
 
     `stream` overrides the destination (the dispatcher sends bad intake to the rejected
-    stream); `field` names the offending field when there is one.
+    stream); `field` names the offending field when there is one; `effects` are written
+    with it (a worker parks a task it gave up on together with its failed finding).
     """
 
-    def __init__(self, reason: str, *, field: str = "", stream: str | None = None) -> None:
+    def __init__(
+        self,
+        reason: str,
+        *,
+        field: str = "",
+        stream: str | None = None,
+        effects: tuple[Effect, ...] = (),
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.field = field
         self.stream = stream
+        self.effects = effects
 
 
 @dataclass(slots=True, eq=False)
@@ -57,12 +78,20 @@ class Delivery:
         raw = self.fields.get(name.encode())
         return default if raw is None else raw.decode(errors="replace")
 
-    async def ack(self, *publish: Outgoing) -> None:
-        """Acknowledge; entries in `publish` are written in the same MULTI/EXEC."""
-        await self._sub._finish(self, publish, None, None, "acked")
+    async def ack(self, *effects: Effect) -> None:
+        """Acknowledge; `effects` are written in the same MULTI/EXEC."""
+        await self._sub._finish(self, effects, None, None, "acked")
 
-    async def dead_letter(self, reason: str, *, field: str = "", stream: str | None = None) -> None:
-        """Copy the entry with `reason` to the dead-letter stream, then ack, atomically."""
+    async def dead_letter(
+        self,
+        reason: str,
+        *,
+        field: str = "",
+        stream: str | None = None,
+        effects: tuple[Effect, ...] = (),
+    ) -> None:
+        """Copy the entry with `reason` to the dead-letter stream, then ack, atomically
+        (with `effects`, such as a failed finding)."""
         rejection = Rejection(
             reason=reason,
             field=field,
@@ -73,7 +102,7 @@ class Delivery:
             group=self.group,
         )
         record = encode_rejection(rejection, self.fields)
-        await self._sub._finish(self, (), record, stream, "dead_lettered")
+        await self._sub._finish(self, effects, record, stream, "dead_lettered")
 
     def release(self, outcome: str = "failed") -> None:
         """Give up without ack: the entry stays pending and is redelivered after the

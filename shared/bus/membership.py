@@ -9,6 +9,7 @@ entries are taken over at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import time
@@ -64,14 +65,17 @@ class Heartbeat:
             pipe.zadd(self._names.members, {self.member_id: expiry_ms})
             await pipe.execute()
 
-    async def run(self) -> None:
-        """Beat until cancelled; Redis outages are logged and outlived."""
-        while True:
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Beat until `stop` is set (or the task is cancelled); outages are logged and
+        outlived. Prefer `stop`: redis-py can swallow a cancel that lands mid-command."""
+        stop = stop or asyncio.Event()
+        while not stop.is_set():
             try:
                 await self.beat()
             except REDIS_UNAVAILABLE as exc:
                 log.warning("heartbeat.failed", error=str(exc))
-            await asyncio.sleep(self._interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self._interval)
 
     async def leave(self) -> None:
         """Remove the member at once, so peers take over anything left pending."""

@@ -15,12 +15,12 @@ from dataclasses import dataclass
 
 import structlog
 
-from shared.bus.delivery import DeadLetter, Delivery, Outgoing
+from shared.bus.delivery import DeadLetter, Delivery, Effect
 from shared.bus.subscription import Subscription
 
 log = structlog.get_logger("swarm.bus")
 
-Handler = Callable[[Delivery], Awaitable[Sequence[Outgoing] | None]]
+Handler = Callable[[Delivery], Awaitable[Sequence[Effect] | None]]
 
 
 @dataclass(slots=True)
@@ -82,7 +82,7 @@ async def _handle(delivery: Delivery, handler: Handler, stats: ServeStats) -> No
     try:
         out = await handler(delivery)
     except DeadLetter as dl:
-        await delivery.dead_letter(dl.reason, field=dl.field, stream=dl.stream)
+        await delivery.dead_letter(dl.reason, field=dl.field, stream=dl.stream, effects=dl.effects)
         stats.dead_lettered += 1
         log.warning("delivery.dead_lettered", reason=dl.reason, field=dl.field)
         return

@@ -25,7 +25,7 @@ from redis.exceptions import ResponseError
 
 from shared.bus import streamids
 from shared.bus.acker import Acker, AckOp
-from shared.bus.delivery import Delivery, Fields, Outgoing
+from shared.bus.delivery import Delivery, Effect, Fields, Outgoing
 from shared.protocol.names import Names
 from shared.runtime.metrics import Metrics
 from shared.runtime.redis import REDIS_UNAVAILABLE
@@ -189,21 +189,22 @@ class Subscription:
     async def _finish(
         self,
         delivery: Delivery,
-        publish: tuple[Outgoing, ...],
+        effects: tuple[Effect, ...],
         dead_letter: Fields | None,
         dead_letter_stream: str | None,
         outcome: str,
     ) -> None:
         if delivery.done:
             return
-        out = [(o.stream, o.fields) for o in publish]
+        out = list(effects)
         if dead_letter is not None:
             target = dead_letter_stream or self._names.dead_letter
-            out.append((target, dead_letter))
+            out.append(Outgoing(target, dead_letter))
             self._m.dead_letters.labels(target, _reason_kind(dead_letter)).inc()
         await self._acker.submit(AckOp(delivery.entry_id, out))
-        for stream, _ in out:
-            self._m.published.labels(stream).inc()
+        for effect in out:
+            if isinstance(effect, Outgoing):
+                self._m.published.labels(effect.stream).inc()
         self._settle(delivery, outcome)
 
     def _release(self, delivery: Delivery, outcome: str) -> None:

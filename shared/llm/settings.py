@@ -81,6 +81,8 @@ class VendorSettings(BaseSettings):
 
     def endpoint(self, vendor: str) -> Endpoint:
         """Base URL and key for `vendor`; raises MissingCredentialsError with the fix."""
+        if vendor not in VENDORS:
+            raise ValueError(f"unknown vendor {vendor!r}; choose one of: {', '.join(VENDORS)}")
         key, url, key_env, url_env, real_url = {
             "claude": (
                 self.anthropic_api_key,

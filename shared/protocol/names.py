@@ -82,6 +82,23 @@ class Names:
     def task(self, task_id: str) -> str:
         return self._k("task", task_id)
 
+    def task_done(self, task_id: str) -> str:
+        """Set, with the finding id, in the same MULTI/EXEC that publishes a task's finding:
+        a redelivered task that has it is acknowledged without calling the vendor again."""
+        return self._k("done", task_id)
+
+    def rate_limit(self, vendor: str, model: str) -> str:
+        """Hash: shared request and token buckets of one vendor/model, for every replica."""
+        return self._k("ratelimit", vendor, model)
+
+    def cooldown(self, vendor: str, model: str) -> str:
+        """Exists (with a TTL) while a vendor/model is cooling down after repeated failures."""
+        return self._k("cooldown", vendor, model)
+
+    def failures(self, vendor: str, model: str) -> str:
+        """Recent failure count of a vendor/model (expires with the counting window)."""
+        return self._k("failures", vendor, model)
+
     def task_findings(self, task_id: str) -> str:
         """List of a task's finding ids. The id comes last in every per-task key, so no
         task id (even one containing ':') can name another task's key."""

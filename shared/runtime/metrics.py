@@ -11,6 +11,23 @@ from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+_GENAI_DURATION_BUCKETS = (
+    0.01,
+    0.02,
+    0.04,
+    0.08,
+    0.16,
+    0.32,
+    0.64,
+    1.28,
+    2.56,
+    5.12,
+    10.24,
+    20.48,
+    40.96,
+    81.92,
+)
+_GENAI_TOKEN_BUCKETS = tuple(4.0**i for i in range(14))  # 1, 4, 16, ... 67108864 (OTel advice)
 _LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 
@@ -31,6 +48,11 @@ class Metrics:
     llm_tokens: Counter
     llm_cost: Counter
     llm_unpriced: Counter
+    genai_duration: Histogram
+    genai_tokens: Histogram
+    tasks: Counter
+    retries: Counter
+    ratelimit_wait: Histogram
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> Metrics:
@@ -121,6 +143,50 @@ class Metrics:
                 "swarm_llm_unpriced_requests_total",
                 "Vendor calls whose model is not in the price table (cost unknown, not $0).",
                 ["vendor", "model"],
+                registry=reg,
+            ),
+            # OpenTelemetry GenAI client metrics, under their Prometheus names and label keys.
+            genai_duration=Histogram(
+                "gen_ai_client_operation_duration_seconds",
+                "GenAI operation duration (OTel gen_ai.client.operation.duration).",
+                [
+                    "gen_ai_provider_name",
+                    "gen_ai_request_model",
+                    "gen_ai_operation_name",
+                    "error_type",
+                ],
+                buckets=_GENAI_DURATION_BUCKETS,
+                registry=reg,
+            ),
+            genai_tokens=Histogram(
+                "gen_ai_client_token_usage",
+                "Tokens per GenAI operation (OTel gen_ai.client.token.usage).",
+                [
+                    "gen_ai_provider_name",
+                    "gen_ai_request_model",
+                    "gen_ai_operation_name",
+                    "gen_ai_token_type",
+                ],
+                buckets=_GENAI_TOKEN_BUCKETS,
+                registry=reg,
+            ),
+            tasks=Counter(
+                "swarm_worker_tasks_total",
+                "Tasks a worker finished, by outcome (done, rerouted, failed, duplicate).",
+                ["vendor", "outcome"],
+                registry=reg,
+            ),
+            retries=Counter(
+                "swarm_llm_retries_total",
+                "Vendor calls retried, by the error kind that caused the retry.",
+                ["vendor", "model", "kind"],
+                registry=reg,
+            ),
+            ratelimit_wait=Histogram(
+                "swarm_ratelimit_wait_seconds",
+                "Time a call waited for shared rate-limit capacity before it was sent.",
+                ["vendor", "model"],
+                buckets=_LATENCY_BUCKETS,
                 registry=reg,
             ),
         )

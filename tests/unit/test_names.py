@@ -11,7 +11,16 @@ import pytest
 from shared.protocol import DEFAULT_NAMESPACE, Names
 
 KEY_PROPERTIES = ("intake", "rejected", "findings", "dead_letter", "members")
-KEY_METHODS = ("vendor_tasks", "shard_queries", "replies", "member", "task", "task_findings")
+KEY_METHODS = (
+    "vendor_tasks",
+    "shard_queries",
+    "replies",
+    "member",
+    "task",
+    "task_findings",
+    "task_done",
+)
+PAIR_METHODS = ("rate_limit", "cooldown", "failures")  # (vendor, model)
 
 NAMESPACES = ["swarm", "swarm2", "Swarm", "t0", "a", "a.b", "a-b", "a_b", "A.b-c_d", "x" * 64]
 
@@ -19,6 +28,7 @@ NAMESPACES = ["swarm", "swarm2", "Swarm", "t0", "a", "a.b", "a-b", "a_b", "A.b-c
 def _all_keys(names: Names, arg: str = "x1") -> dict[str, str]:
     keys = {attr: getattr(names, attr) for attr in KEY_PROPERTIES}
     keys.update({attr: getattr(names, attr)(arg) for attr in KEY_METHODS})
+    keys.update({attr: getattr(names, attr)(arg, "m1") for attr in PAIR_METHODS})
     return keys
 
 
@@ -31,7 +41,7 @@ def test_the_key_lists_above_cover_every_name_names_can_build() -> None:
         if not n.startswith("_") and callable(v) and not isinstance(v, staticmethod)
     }
     assert properties == set(KEY_PROPERTIES)
-    assert methods == set(KEY_METHODS)
+    assert methods == set(KEY_METHODS) | set(PAIR_METHODS)
 
 
 def test_default_namespace_is_swarm() -> None:
@@ -61,6 +71,10 @@ def test_every_default_key_is_pinned() -> None:
         "member": "swarm:member:x1",
         "task": "swarm:task:x1",
         "task_findings": "swarm:findings:x1",
+        "task_done": "swarm:done:x1",
+        "rate_limit": "swarm:ratelimit:x1:m1",
+        "cooldown": "swarm:cooldown:x1:m1",
+        "failures": "swarm:failures:x1:m1",
     }
 
 

@@ -1,0 +1,161 @@
+"""Wiring only: the vendor's task stream -> Worker.run -> findings, reroutes, dead letters."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import structlog
+
+from services.worker.handler import Done, GiveUp, Reroute, Worker
+from services.worker.settings import WorkerSettings
+from shared.bus import (
+    DeadLetter,
+    Delivery,
+    Effect,
+    Handler,
+    Outgoing,
+    SetKey,
+    serve,
+    service_context,
+)
+from shared.bus.context_client import ContextClient
+from shared.bus.cooldown import Cooldowns
+from shared.bus.ratelimit import RateLimiter
+from shared.llm.registry import build_client, default_model, price_table
+from shared.llm.settings import VendorSettings
+from shared.protocol import DecodeError, Names, Task, decode, encode
+from shared.runtime.logging import register_secret
+from shared.runtime.settings import BusSettings, SwarmSettings
+
+log = structlog.get_logger("swarm.worker")
+
+
+async def run_worker(
+    stop: asyncio.Event,
+    swarm: SwarmSettings,
+    bus_settings: BusSettings,
+    settings: WorkerSettings,
+    vendors: VendorSettings,
+) -> int:
+    vendor = settings.vendor
+    prices = price_table(vendors)
+    model = default_model(vendor, vendors, prices)
+    llm = build_client(vendor, vendors, model)  # raises, naming the variable, without a key
+    for secret in (
+        vendors.anthropic_api_key,
+        vendors.google_api_key,
+        vendors.openai_api_key,
+        vendors.deepseek_api_key,
+        vendors.compat_api_key,
+    ):
+        register_secret(secret.get_secret_value() if secret else None)
+    info = {
+        "vendor": vendor,
+        "model": llm.default_model,
+        "capacity": str(bus_settings.max_in_flight),
+        "simulated": str(vendors.simulator_url is not None and not _own_url(vendors, vendor)),
+    }
+    try:
+        async with service_context(f"worker-{vendor}", swarm, bus_settings, info=info) as ctx:
+            names, redis = ctx.names, ctx.bus.redis
+            limiter = None
+            if settings.rpm or settings.tpm:
+                limiter = RateLimiter(
+                    redis,
+                    names,
+                    vendor=vendor,
+                    model=llm.default_model,
+                    rpm=settings.rpm,
+                    tpm=settings.tpm,
+                )
+            cooldowns = Cooldowns(
+                redis,
+                names,
+                threshold=settings.cooldown_threshold,
+                window_s=settings.cooldown_window_s,
+                period_s=settings.cooldown_period_s,
+            )
+            async with ContextClient(ctx.bus, requester_id=ctx.member_id) as context:
+                worker = Worker(
+                    ctx.member_id,
+                    vendor,
+                    llm,
+                    limiter,
+                    cooldowns,
+                    context,
+                    prices,
+                    ctx.metrics,
+                    settings,
+                )
+                sub = ctx.bus.subscribe(
+                    names.vendor_tasks(vendor), Names.worker_group(vendor), ctx.member_id
+                )
+                await sub.start()
+                ctx.live_info.append(lambda: {"in_flight": str(sub.in_flight)})
+                handler = make_handler(worker, names, settings, redis_exists=redis.exists)
+                await serve(sub, handler, stop=stop, drain_timeout_s=bus_settings.drain_timeout_s)
+    finally:
+        await llm.aclose()
+    return 0
+
+
+def make_handler(
+    worker: Worker,
+    names: Names,
+    settings: WorkerSettings,
+    *,
+    redis_exists: Callable[[str], Awaitable[int]],
+) -> Handler:
+    metrics = worker.metrics
+
+    async def handle(delivery: Delivery) -> list[Effect]:
+        try:
+            task = decode(Task, delivery.fields)
+        except DecodeError as exc:
+            raise DeadLetter(f"not a valid task: {exc}", field=exc.field) from exc
+        structlog.contextvars.bind_contextvars(task_id=task.task_id, vendor=worker.vendor)
+        done_key = names.task_done(task.task_id)
+        if await redis_exists(done_key):
+            metrics.tasks.labels(worker.vendor, "duplicate").inc()
+            log.info("task.duplicate", note="finding already published; acked without a call")
+            return []
+        outcome = await worker.run(task)
+        if isinstance(outcome, Done):
+            f = outcome.finding
+            metrics.tasks.labels(worker.vendor, "done").inc()
+            log.info(
+                "task.done",
+                model=f.model,
+                tokens_in=f.input_tokens,
+                tokens_out=f.output_tokens,
+                cached=f.cache_read_tokens,
+                cost_usd=f.cost_usd,
+                attempts=f.attempt,
+            )
+            return [
+                Outgoing(names.findings, encode(f)),
+                SetKey(done_key, f.finding_id, settings.done_ttl_s),
+            ]
+        if isinstance(outcome, Reroute):
+            metrics.tasks.labels(worker.vendor, "rerouted").inc()
+            log.warning(
+                "task.rerouted", reason=outcome.reason, excluded=list(outcome.task.excluded_vendors)
+            )
+            return [Outgoing(names.intake, encode(outcome.task))]
+        assert isinstance(outcome, GiveUp)
+        metrics.tasks.labels(worker.vendor, "failed").inc()
+        log.error("task.failed", reason=outcome.reason)
+        raise DeadLetter(
+            outcome.reason,
+            effects=(
+                Outgoing(names.findings, encode(outcome.finding)),
+                SetKey(done_key, outcome.finding.finding_id, settings.done_ttl_s),
+            ),
+        )
+
+    return handle
+
+
+def _own_url(vendors: VendorSettings, vendor: str) -> bool:
+    return not vendors.endpoint(vendor).simulated

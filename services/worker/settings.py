@@ -1,0 +1,27 @@
+"""Worker settings (`SWARM_WORKER_*`), read once in `main` and passed down."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class WorkerSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="SWARM_WORKER_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    vendor: str = Field(default="deepseek", description="which vendor's tasks to take")
+    max_attempts: int = Field(default=4, ge=1, description="vendor calls per task, first included")
+    backoff_base_s: float = Field(default=0.5, gt=0)
+    backoff_max_s: float = Field(default=30.0, gt=0)
+    task_deadline_s: float = Field(default=300.0, gt=0, description="no retry starts after it")
+    max_output_tokens: int = Field(default=1024, ge=1)
+    rpm: int | None = Field(default=None, ge=1, description="requests/min, all replicas together")
+    tpm: int | None = Field(default=None, ge=1, description="tokens/min, all replicas together")
+    cooldown_threshold: int = Field(default=5, ge=1)
+    cooldown_window_s: float = Field(default=60.0, gt=0)
+    cooldown_period_s: float = Field(default=60.0, gt=0)
+    max_reroutes: int = Field(default=3, ge=0, description="vendors a task may fall back to")
+    context_timeout_s: float = Field(default=30.0, gt=0)
+    done_ttl_s: float = Field(default=7 * 86400, gt=0, description="how long done-markers last")

@@ -1,0 +1,191 @@
+"""The worker end to end: real Redis, real SDKs, the simulator as every vendor."""
+
+from __future__ import annotations
+
+import pytest
+from redis.asyncio import Redis
+
+from services.simulator.config import FaultRates, Profile, SimulatorConfig
+from services.simulator.server import Simulator
+from shared.llm.prices import PriceTable, price_usage
+from shared.llm.types import Usage
+from shared.protocol import (
+    KNOWN_VENDORS,
+    Finding,
+    Names,
+    Status,
+    Task,
+    decode,
+    decode_rejection,
+)
+from tests.waiting import eventually
+from tests.worker.conftest import StartWorker, findings, post, sim_calls, wait_findings
+
+PRICES = PriceTable.load()
+
+
+@pytest.mark.parametrize("vendor", KNOWN_VENDORS)
+async def test_a_task_in_a_finding_out_with_tokens_and_cost(
+    vendor: str, redis: Redis, names: Names, start_worker: StartWorker
+) -> None:
+    await start_worker(vendor)
+    task = await post(
+        redis,
+        names,
+        vendor,
+        prompt="Research supplier payment terms 2021",
+        task_type="research",
+        run_id="r1",
+    )
+    [finding] = await wait_findings(redis, names, 1)
+    assert finding.task_id == task.task_id
+    assert finding.status is Status.OK
+    assert finding.vendor == vendor
+    assert finding.summary
+    assert finding.input_tokens > 0 and finding.output_tokens > 0
+    assert finding.tokens_used == finding.input_tokens + finding.output_tokens
+    assert finding.attempt == 1
+    assert finding.run_id == "r1" and finding.task_type == "research"
+    usage = Usage(
+        input_tokens=finding.input_tokens,
+        output_tokens=finding.output_tokens,
+        cache_read_tokens=finding.cache_read_tokens,
+        cache_write_tokens=finding.cache_write_tokens,
+    )
+    if vendor == "openai-compatible":
+        assert finding.cost_usd is None  # unpriced local model, never $0
+    else:
+        assert finding.cost_usd == pytest.approx(price_usage(PRICES, finding.model, usage))
+        assert finding.cost_usd > 0
+    if vendor == "codex":
+        assert finding.code  # the code specialist returns code
+    assert await redis.get(names.task_done(task.task_id)) == finding.finding_id.encode()
+
+
+async def test_a_redelivered_task_is_not_paid_for_twice(
+    redis: Redis, names: Names, start_worker: StartWorker, simulator: Simulator
+) -> None:
+    await start_worker("deepseek")
+    task = await post(redis, names, "deepseek", task_id="dup-1", prompt="Once only")
+    await wait_findings(redis, names, 1)
+    calls = sim_calls(simulator)
+    await redis.xadd(names.vendor_tasks("deepseek"), {"task_id": task.task_id, "prompt": "x"})
+
+    async def acked() -> bool:
+        info = await redis.xinfo_groups(names.vendor_tasks("deepseek"))
+        return info[0]["lag"] == 0 and info[0]["pending"] == 0
+
+    await eventually(acked, what="the duplicate to be acked")
+    assert sim_calls(simulator) == calls  # no second vendor call
+    assert len(await redis.xrange(names.findings)) == 1
+
+
+async def test_429_storm_and_5xx_still_complete_with_true_attempt_counts(
+    redis: Redis, names: Names, start_worker: StartWorker
+) -> None:
+    stormy = Simulator(
+        SimulatorConfig(
+            seed=11,
+            defaults=Profile(
+                faults=FaultRates(rate_429=0.3, rate_500=0.1, rate_503=0.05), retry_after_s=0.05
+            ),
+        )
+    )
+    await stormy.start()
+    max_attempts = 8
+    try:
+        await start_worker("claude", sim=stormy, max_attempts=max_attempts)
+        posted = {
+            (await post(redis, names, "claude", prompt=f"storm task {i}")).task_id
+            for i in range(40)
+        }
+
+        async def all_accounted() -> tuple[list[Finding], list[Task]] | None:
+            done = await findings(redis, names)
+            moved = [decode(Task, f) for _id, f in await redis.xrange(names.intake)]
+            return (done, moved) if len(done) + len(moved) == 40 else None
+
+        outcome = await eventually(all_accounted, timeout=60, what="every task to end")
+        stats = stormy.stats()
+    finally:
+        await stormy.stop()
+    done, moved = outcome
+    # Each task ended exactly once: a finding, or (retries spent) back to the dispatcher.
+    assert {f.task_id for f in done} | {t.task_id for t in moved} == posted
+    assert {f.status for f in done} == {Status.OK}
+    assert len(done) >= 35
+    for task in moved:
+        assert task.excluded_vendors == ("claude",) and task.history[0].retryable
+    # Every call the vendor saw is counted in exactly one task's attempts.
+    assert sum(f.attempt for f in done) + max_attempts * len(moved) == stats["total"]
+    assert max(f.attempt for f in done) > 1
+
+
+async def test_timeouts_exhaust_retries_then_fall_back_to_another_vendor(
+    redis: Redis, names: Names, start_worker: StartWorker
+) -> None:
+    await start_worker("gemini", max_attempts=2, llm_timeout_s=1)
+    # The adapters' call timeout is the simulator hang here: the marker never answers.
+    await post(
+        redis,
+        names,
+        "gemini",
+        task_id="slow-1",
+        prompt="Think long [[sim:timeout]]",
+        max_output_tokens=8,
+    )
+    intake = await _wait_intake(redis, names)
+    moved = decode(Task, intake[0])
+    assert moved.task_id == "slow-1"
+    assert moved.attempt == 2
+    assert moved.excluded_vendors == ("gemini",)
+    [record] = moved.history
+    assert record.vendor == "gemini" and record.retryable
+
+
+async def test_context_too_long_falls_back_at_once(
+    redis: Redis, names: Names, start_worker: StartWorker, simulator: Simulator
+) -> None:
+    await start_worker("deepseek")
+    await post(
+        redis,
+        names,
+        "deepseek",
+        task_id="big-1",
+        prompt="Too big [[sim:context]]",
+        excluded_vendors=("openai",),
+    )
+    intake = await _wait_intake(redis, names)
+    moved = decode(Task, intake[0])
+    assert moved.excluded_vendors == ("openai", "deepseek")
+    assert "context" in moved.history[0].error.lower()
+    assert sim_calls(simulator) == 1  # a fatal error is never retried
+
+
+async def test_no_vendor_left_ends_as_a_failed_finding_and_a_dead_letter(
+    redis: Redis, names: Names, start_worker: StartWorker
+) -> None:
+    await start_worker("claude")
+    await post(
+        redis,
+        names,
+        "claude",
+        task_id="pinned-1",
+        vendor="claude",
+        prompt="Only Claude may do this [[sim:context]]",
+    )
+    [finding] = await wait_findings(redis, names, 1)
+    assert finding.status is Status.FAILED
+    assert "claude" in (finding.error or "") and "pins" in (finding.error or "")
+    [(_id, record)] = await redis.xrange(names.dead_letter)
+    parked = decode_rejection(record)
+    assert parked.source_stream == names.vendor_tasks("claude")
+    assert parked.original["task_id"] == "pinned-1"
+    assert await redis.xlen(names.intake) == 0  # not rerouted
+
+
+async def _wait_intake(redis: Redis, names: Names) -> list[dict[bytes, bytes]]:
+    async def rerouted() -> list[dict[bytes, bytes]]:
+        return [f for _id, f in await redis.xrange(names.intake)]
+
+    return await eventually(rerouted, timeout=30, what="the task back at the intake")

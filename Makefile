@@ -24,6 +24,7 @@ demo: install  ## tasks through the bus and back, on a local Redis
 bench: install  ## benchmarks; each prints a table and one JSON line last
 	$(BIN)/python bench/bus.py
 	$(BIN)/python bench/vendors.py
+	$(BIN)/python bench/worker.py
 
 lint: install
 	$(BIN)/ruff check .

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -57,6 +58,14 @@ class ContextSource(Protocol):
         task_id: str | None = None,
         timeout_s: float = 30.0,
     ) -> ContextReply: ...
+
+
+async def _quietly(step: Awaitable[object], what: str) -> None:
+    """Run a bookkeeping step whose failure must not fail the task (logged, not raised)."""
+    try:
+        await step
+    except Exception as exc:  # e.g. Redis briefly away: the next call corrects the books
+        log.warning("bookkeeping.failed", step=what, error=str(exc))
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,9 +129,9 @@ class Worker:
             except LLMError as exc:
                 account_error(self.metrics, exc, time.monotonic() - call_started)
                 if isinstance(exc, RetryableLLMError):
-                    await self.cooldowns.failure(self.vendor, model)
+                    await _quietly(self.cooldowns.failure(self.vendor, model), "cooldown.failure")
                 if self.limiter is not None:
-                    await self.limiter.settle(estimate, 0)
+                    await _quietly(self.limiter.settle(estimate, 0), "ratelimit.settle")
                 wait = self._retry_wait(exc, attempt, deadline)
                 if wait is None:
                     return self._fall_back(task, model, exc, attempt, started)
@@ -130,9 +139,12 @@ class Worker:
                 log.info("vendor.retry", attempt=attempt, kind=exc.kind, wait_s=round(wait, 2))
                 await asyncio.sleep(wait)
                 continue
-            await self.cooldowns.success(self.vendor, model)
+            # The vendor has answered and been paid: bookkeeping trouble must not waste that.
+            await _quietly(self.cooldowns.success(self.vendor, model), "cooldown.success")
             if self.limiter is not None:
-                await self.limiter.settle(estimate, response.usage.total_tokens)
+                await _quietly(
+                    self.limiter.settle(estimate, response.usage.total_tokens), "ratelimit.settle"
+                )
             return Done(self._finding(task, response, sources, attempt, started))
 
     def _retry_wait(self, exc: LLMError, attempt: int, deadline: float) -> float | None:

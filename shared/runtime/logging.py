@@ -13,6 +13,7 @@ from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
+import structlog.tracebacks
 
 _SECRET_KEY = re.compile(r"(api_?key|secret|password|passwd|authorization|credential)", re.I)
 _URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.\-]*://[^:/@\s]*:)[^@\s]+@", re.I)
@@ -55,8 +56,13 @@ def configure_logging(level: str = "info", json: bool | None = None) -> None:
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
     )
+    # Tracebacks without local variables: locals can hold API keys, prompts and whole
+    # responses (kilobytes per line); the frames say where it broke.
+    tracebacks = structlog.processors.ExceptionRenderer(
+        structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+    )
     tail: list[structlog.types.Processor] = [
-        structlog.processors.dict_tracebacks if json else structlog.processors.format_exc_info,
+        tracebacks if json else structlog.processors.format_exc_info,
         scrub_secrets,
     ]
     numeric = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)

@@ -6,7 +6,7 @@ import asyncio
 import time
 
 import structlog
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import (
@@ -27,10 +27,14 @@ def connect(url: str, bus: BusSettings) -> Redis:
     """A bytes client (stream fields are bytes) that retries connection blips itself.
 
     `from_url` has no retries unless given one, and its socket timeout must exceed the
-    XREADGROUP BLOCK (redis-py does not extend it for blocking reads).
+    XREADGROUP BLOCK (redis-py does not extend it for blocking reads). The pool blocks
+    when every connection is busy instead of raising (redis-py's default pool caps at 100
+    and fails the 101st caller), and is sized for every delivery in flight at once.
     """
-    return Redis.from_url(
+    pool = BlockingConnectionPool.from_url(
         url,
+        max_connections=bus.max_in_flight + 32,
+        timeout=bus.socket_timeout_s,
         decode_responses=False,
         socket_timeout=bus.socket_timeout_s,
         socket_connect_timeout=5.0,
@@ -38,6 +42,7 @@ def connect(url: str, bus: BusSettings) -> Redis:
         health_check_interval=30,
         retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=3),
     )
+    return Redis.from_pool(pool)  # closing the client closes the pool
 
 
 async def wait_ready(redis: Redis, url: str, timeout_s: float) -> None:

@@ -42,7 +42,11 @@ async def start_worker(
     stops: list[tuple[asyncio.Event, asyncio.Task[int]]] = []
 
     async def start(
-        vendor: str, sim: Simulator | None = None, llm_timeout_s: float = 10, **worker: Any
+        vendor: str,
+        sim: Simulator | None = None,
+        llm_timeout_s: float = 10,
+        max_in_flight: int = 256,
+        **worker: Any,
     ) -> asyncio.Task[int]:
         stop = asyncio.Event()
         swarm = SwarmSettings(
@@ -57,6 +61,7 @@ async def start_worker(
             heartbeat_interval_s=0.3,
             heartbeat_ttl_s=1.5,
             drain_timeout_s=3,
+            max_in_flight=max_in_flight,
         )
         settings = WorkerSettings(vendor=vendor, backoff_base_s=0.05, backoff_max_s=0.5, **worker)
         vendors = VendorSettings(

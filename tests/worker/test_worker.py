@@ -17,6 +17,7 @@ from shared.protocol import (
     Task,
     decode,
     decode_rejection,
+    encode,
 )
 from tests.waiting import eventually
 from tests.worker.conftest import StartWorker, findings, post, sim_calls, wait_findings
@@ -189,3 +190,26 @@ async def _wait_intake(redis: Redis, names: Names) -> list[dict[bytes, bytes]]:
         return [f for _id, f in await redis.xrange(names.intake)]
 
     return await eventually(rerouted, timeout=30, what="the task back at the intake")
+
+
+async def test_hundreds_of_calls_in_flight_in_one_process(
+    redis: Redis, names: Names, start_worker: StartWorker, simulator: Simulator
+) -> None:
+    # More deliveries in flight than redis-py's default pool has connections (100).
+    await start_worker("deepseek", max_in_flight=300)
+    async with redis.pipeline(transaction=False) as pipe:
+        for i in range(300):
+            pipe.xadd(
+                names.vendor_tasks("deepseek"),
+                encode(Task(task_id=f"many-{i}", prompt=f"q {i} [[sim:latency=1]]")),
+            )
+        await pipe.execute()
+
+    async def peak_in_flight() -> bool:
+        return int(simulator.stats()["in_flight"]) >= 150
+
+    await eventually(peak_in_flight, timeout=30, what="150+ vendor calls at once")
+    done = await wait_findings(redis, names, 300, timeout=90)
+    assert len({f.task_id for f in done}) == 300
+    assert {f.status for f in done} == {Status.OK}
+    assert await redis.xlen(names.dead_letter) == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -40,3 +41,30 @@ def test_unknown_service_is_one_clear_line(capsys: pytest.CaptureFixture[str]) -
     assert "dispatcher" in err
     assert "Traceback" not in err
     assert len(err.splitlines()) == 1
+
+
+def test_a_worker_without_its_key_says_which_variable_to_set() -> None:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("ANTHROPIC_API_KEY", "SWARM_SIMULATOR_URL", "ANTHROPIC_BASE_URL")
+    }
+    res = subprocess.run(
+        [sys.executable, "-m", "services.cli.main", "run", "worker", "--vendor", "claude"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env,
+    )
+    assert res.returncode != 0
+    assert "ANTHROPIC_API_KEY" in res.stderr
+    assert "SWARM_SIMULATOR_URL" in res.stderr  # and how to run without a key
+    assert "Traceback" not in res.stderr
+
+
+def test_an_unknown_vendor_is_refused_with_the_choices() -> None:
+    res = _swarm("run", "worker", "--vendor", "mistral")
+    assert res.returncode != 0
+    assert "unknown vendor 'mistral'" in res.stderr and "deepseek" in res.stderr
+    assert "Traceback" not in res.stderr

@@ -4,6 +4,7 @@ else a private `redis-server` started from PATH in a temp dir (stopped on exit).
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import socket
 import subprocess
@@ -42,18 +43,34 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def private_redis_server(
-    *, port: int | None = None, appendonly: bool = False, workdir: str | None = None
+    *,
+    port: int | None = None,
+    appendonly: bool = False,
+    workdir: str | None = None,
+    config: str | None = None,
+    probe_url: str | None = None,
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """Start `redis-server` on a loopback port; yield (url, process); stop it after."""
+    """Start `redis-server` on a loopback port; yield (url, process); stop it after.
+
+    `config` is redis.conf text (ACL `user` lines must come from a file, not flags);
+    `probe_url` is how to reach it when the default user cannot (`{port}` is filled in).
+    """
     exe = shutil.which("redis-server")
     if exe is None:
         raise RuntimeError(INSTALL_HINT)
     port = port or free_port()
     owned = workdir is None
     workdir = workdir or tempfile.mkdtemp(prefix="swarm-redis-")
+    conf: list[str] = []
+    if config is not None:
+        path = os.path.join(workdir, "redis.conf")
+        with open(path, "w") as fh:
+            fh.write(config)
+        conf = [path]
     proc = subprocess.Popen(  # noqa: S603 - fixed argv, our own binary lookup
         [
             exe,
+            *conf,
             "--port",
             str(port),
             "--bind",
@@ -68,7 +85,7 @@ def private_redis_server(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    url = f"redis://127.0.0.1:{port}/0"
+    url = (probe_url or "redis://127.0.0.1:{port}/0").format(port=port)
     try:
         deadline = time.monotonic() + 10
         while not answers(url, 0.2):

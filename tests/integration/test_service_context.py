@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
-import subprocess
-import tempfile
 import urllib.request
-from pathlib import Path
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
 
-from services.cli.redis_finder import answers, free_port
+from services.cli.redis_finder import free_port, private_redis_server
 from shared.bus import Delivery, live_members, serve, service_context
 from shared.protocol import Names
 from shared.runtime.settings import BusSettings, SwarmSettings
@@ -20,40 +16,13 @@ from tests.waiting import eventually
 
 
 @pytest.fixture
-def acl_redis() -> Any:
+def acl_redis() -> Iterator[int]:
     """A private redis-server whose only usable account is `swarm` / `s3cret`."""
-    port = free_port()
-    workdir = tempfile.mkdtemp(prefix="swarm-acl-")
-    conf = Path(workdir) / "redis.conf"  # ACL users go in a config file, not flags
-    conf.write_text("user default off\nuser swarm on >s3cret ~* &* +@all\n")
-    proc = subprocess.Popen(
-        [
-            shutil.which("redis-server") or "redis-server",
-            str(conf),
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--dir",
-            workdir,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"redis://swarm:s3cret@127.0.0.1:{port}/0"
-
-    async def up() -> bool:
-        return answers(url, 0.2)
-
-    try:
-        asyncio.run(eventually(up, timeout=10, what="ACL redis-server"))
-        yield port
-    finally:
-        proc.terminate()
-        proc.wait()
-        shutil.rmtree(workdir, ignore_errors=True)
+    with private_redis_server(
+        config="user default off\nuser swarm on >s3cret ~* &* +@all\n",
+        probe_url="redis://swarm:s3cret@127.0.0.1:{port}/0",
+    ) as (url, _proc):
+        yield int(url.rsplit(":", 1)[1].split("/")[0])
 
 
 async def test_service_runs_on_an_acl_user_and_serves_metrics(acl_redis: int) -> None:

@@ -20,6 +20,7 @@ from importlib.metadata import PackageNotFoundError, version
 SERVICES: dict[str, str] = {
     "simulator": "services.simulator.main:run",
     "worker": "services.worker.main:run",
+    "dispatcher": "services.dispatcher.main:run",
 }
 PLANNED = ("dispatcher", "worker", "megashard", "collector", "simulator")
 
@@ -57,6 +58,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--latency", type=float, help="simulator: mean latency of every model, s")
     run.add_argument("--error-rate", type=float, help="simulator: fault rate of every model")
     run.add_argument("--config", help="simulator: TOML file with per-vendor/model settings")
+
+    route = sub.add_parser(
+        "route",
+        help="show where a task would go, and why, without posting it",
+        description="Run the dispatcher's router on a task and print the decision: features, "
+        "tier, candidates with estimated cost, and every dropped model with its "
+        "reason. Assumes every vendor has live workers and none is cooling down.",
+    )
+    route.add_argument("prompt", help="the task's prompt")
+    route.add_argument("--context-file", help="file whose text is the task's context")
+    route.add_argument("--complexity", help="explicit tier (else the scorer decides)")
+    route.add_argument("--vendor", help="pin a vendor")
+    route.add_argument("--model", help="pin a model")
+    route.add_argument("--budget", type=float, help="budget in USD for this task")
+    route.add_argument("--explain", action="store_true", help="print the full reasoning")
 
     demo = sub.add_parser(
         "demo",
@@ -114,9 +130,40 @@ def cmd_demo(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from exc
 
 
+def cmd_route(args: argparse.Namespace) -> int:
+    from pathlib import Path  # noqa: PLC0415
+
+    from services.dispatcher.policy import Policy  # noqa: PLC0415
+    from services.dispatcher.router import Fleet, route  # noqa: PLC0415
+    from shared.llm.registry import price_table  # noqa: PLC0415
+    from shared.llm.settings import VENDORS, VendorSettings  # noqa: PLC0415
+    from shared.protocol import DecodeError, Task, decode  # noqa: PLC0415
+
+    fields = {"prompt": args.prompt}
+    if args.context_file:
+        fields["context"] = Path(args.context_file).read_text()
+    for name in ("complexity", "vendor", "model"):
+        if getattr(args, name):
+            fields[name] = getattr(args, name)
+    if args.budget is not None:
+        fields["budget_usd"] = str(args.budget)
+    try:
+        task = decode(Task, fields)
+    except DecodeError as exc:
+        raise CliError(str(exc)) from exc
+    fleet = Fleet(live={v: 1 for v in VENDORS}, cooling=frozenset())
+    decision = route(task, Policy.load(), price_table(VendorSettings()), fleet)
+    if args.explain or decision.chosen is None:
+        print(decision.explain())
+    else:
+        c = decision.chosen
+        print(f"{c.vendor}/{c.model}  ({decision.complexity}, est. ${c.cost_usd:.6f})")
+    return 0 if decision.chosen is not None else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"run": cmd_run, "demo": cmd_demo}
+    handlers = {"run": cmd_run, "demo": cmd_demo, "route": cmd_route}
     try:
         return handlers[args.command](args)
     except CliError as exc:

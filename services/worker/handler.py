@@ -107,7 +107,7 @@ class Worker:
     async def run(self, task: Task) -> Outcome:
         started = time.monotonic()
         deadline = started + self.settings.task_deadline_s
-        model = task.model or self.llm.default_model
+        model = task.model or task.route_model or self.llm.default_model
         shard_text, sources = await self._shard_context(task)
         context = "\n\n".join(t for t in (task.context, shard_text) if t) or None
         request = LLMRequest(
@@ -211,6 +211,7 @@ class Worker:
         if can_move and not pinned and left and len(history) <= self.settings.max_reroutes:
             moved = task.model_copy(
                 update={
+                    "route_model": None,
                     "attempt": task.attempt + 1,
                     "excluded_vendors": excluded,
                     "history": history,

@@ -133,6 +133,7 @@ class Task(Message):
     complexity: Annotated[Complexity | None, BeforeValidator(_lower)] = None
     vendor: Name | None = None
     model: Identifier | None = None
+    route_model: Identifier | None = None  # set by the dispatcher; not a pin
     budget_usd: Annotated[float, Field(gt=0)] | None = None
     max_output_tokens: Annotated[int, Field(gt=0, le=1_000_000)] | None = None
     run_id: Identifier | None = None

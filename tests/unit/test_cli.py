@@ -68,3 +68,16 @@ def test_an_unknown_vendor_is_refused_with_the_choices() -> None:
     assert res.returncode != 0
     assert "unknown vendor 'mistral'" in res.stderr and "deepseek" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_route_explains_without_posting() -> None:
+    res = _swarm("route", "--explain", "Draft a long-term strategy and roadmap for the board")
+    assert res.returncode == 0, res.stderr
+    assert "tier: strategic" in res.stdout
+    assert "decision:" in res.stdout and "$" in res.stdout
+
+
+def test_route_refuses_an_impossible_budget_with_the_reason() -> None:
+    res = _swarm("route", "Summarise this", "--model", "claude-opus-4-7", "--budget", "0.000001")
+    assert res.returncode == 1
+    assert "budget" in res.stdout

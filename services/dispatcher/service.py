@@ -1,0 +1,193 @@
+"""Wiring only: the intake stream -> validate -> route -> a vendor's stream, with a task
+record; bad input to the rejected stream with its reason, never dropped, never fatal."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+
+import structlog
+
+from services.dispatcher.fleet import FleetView
+from services.dispatcher.policy import Policy
+from services.dispatcher.router import Decision, Fleet, route
+from services.dispatcher.settings import DispatcherSettings
+from shared.bus import (
+    Cooldowns,
+    DeadLetter,
+    Delivery,
+    Effect,
+    Outgoing,
+    SetKey,
+    serve,
+    service_context,
+)
+from shared.llm.prices import PriceTable
+from shared.llm.registry import price_table
+from shared.llm.settings import VendorSettings
+from shared.protocol import KNOWN_VENDORS, DecodeError, Finding, Names, Status, Task, decode, encode
+from shared.runtime.metrics import Metrics
+from shared.runtime.settings import BusSettings, SwarmSettings
+
+log = structlog.get_logger("swarm.dispatcher")
+
+
+async def run_dispatcher(
+    stop: asyncio.Event,
+    swarm: SwarmSettings,
+    bus_settings: BusSettings,
+    settings: DispatcherSettings,
+    vendors: VendorSettings,
+) -> int:
+    prices = price_table(vendors)
+    policy = Policy.load(settings.policy_file, prices)
+    async with service_context("dispatcher", swarm, bus_settings) as ctx:
+        redis = ctx.bus.redis
+        fleet = FleetView(redis, ctx.names, Cooldowns(redis, ctx.names), settings.fleet_refresh_s)
+        sub = ctx.bus.subscribe(ctx.names.intake, Names.DISPATCHER_GROUP, ctx.member_id)
+        await sub.start()
+        handler = Intake(
+            ctx.names,
+            settings=settings,
+            policy=policy,
+            prices=prices,
+            fleet=fleet,
+            metrics=ctx.metrics,
+            get_record=redis.get,
+        ).handle
+        await serve(sub, handler, stop=stop, drain_timeout_s=bus_settings.drain_timeout_s)
+    return 0
+
+
+class Intake:
+    def __init__(
+        self,
+        names: Names,
+        *,
+        settings: DispatcherSettings,
+        policy: Policy,
+        prices: PriceTable,
+        fleet: FleetView,
+        metrics: Metrics,
+        get_record: Callable[[str], Awaitable[bytes | str | None]],
+    ) -> None:
+        self.names, self.settings, self.policy, self.prices = names, settings, policy, prices
+        self.fleet, self.metrics = fleet, metrics
+        self._get = get_record
+
+    async def handle(self, delivery: Delivery) -> list[Effect]:
+        task = self._validate(delivery)
+        structlog.contextvars.bind_contextvars(task_id=task.task_id)
+        seen = await self._get(self.names.task(task.task_id))
+        if seen is not None and task.attempt <= int(json.loads(seen).get("attempt", 1)):
+            log.info("task.duplicate", note="this task id was already taken; acked")
+            return []
+        fleet = await self.fleet.get()
+        decision = route(task, self.policy, self.prices, fleet)
+        if decision.chosen is None and not fleet.live:
+            # No worker has started yet: queue for the cheapest anyway, it will be served.
+            decision = route(task, self.policy, self.prices, _everyone_live())
+        if decision.chosen is None:
+            raise self._refuse(task, decision)
+        chosen = decision.chosen
+        routed = task.model_copy(update={"route_model": chosen.model})
+        log.info(
+            "task.routed",
+            vendor=chosen.vendor,
+            model=chosen.model,
+            complexity=decision.complexity,
+            est_cost_usd=round(chosen.cost_usd, 6),
+        )
+        record = self._record(task, "routed", decision)
+        return [
+            Outgoing(self.names.vendor_tasks(chosen.vendor), encode(routed)),
+            SetKey(self.names.task(task.task_id), record, self.settings.record_ttl_s),
+        ]
+
+    def _validate(self, delivery: Delivery) -> Task:
+        try:
+            task = decode(Task, delivery.fields)
+        except DecodeError as exc:
+            self._reject_metric(exc.field or "entry")
+            raise DeadLetter(str(exc), field=exc.field, stream=self.names.rejected) from exc
+        for field, text, limit, env in (
+            ("prompt", task.prompt, self.settings.max_prompt_chars, "MAX_PROMPT_CHARS"),
+            ("context", task.context, self.settings.max_context_chars, "MAX_CONTEXT_CHARS"),
+        ):
+            if len(text) > limit:
+                self._reject_metric(field)
+                raise DeadLetter(
+                    f"{field}: is {len(text):,} characters; the limit is {limit:,} "
+                    f"(SWARM_DISPATCHER_{env})",
+                    field=field,
+                    stream=self.names.rejected,
+                )
+        if task.vendor is not None and task.vendor not in KNOWN_VENDORS:
+            self._reject_metric("vendor")
+            raise DeadLetter(
+                f"vendor: unknown vendor {task.vendor!r}; choose one of: "
+                f"{', '.join(KNOWN_VENDORS)}",
+                field="vendor",
+                stream=self.names.rejected,
+            )
+        return task
+
+    def _refuse(self, task: Task, decision: Decision) -> DeadLetter:
+        field = (
+            "model"
+            if task.model
+            else "vendor"
+            if task.vendor
+            else ("budget_usd" if task.budget_usd else "")
+        )
+        self._reject_metric(field or "route")
+        effects: tuple[Effect, ...] = (
+            SetKey(
+                self.names.task(task.task_id),
+                self._record(task, "rejected", decision),
+                self.settings.record_ttl_s,
+            ),
+        )
+        if task.history:  # a worker handed it back: its poster is owed a finding
+            why = "; ".join([*(f"{h.vendor}: {h.error}" for h in task.history), decision.reason])
+            failed = Finding(
+                task_id=task.task_id,
+                worker_id="dispatcher",
+                vendor="dispatcher",
+                model="",
+                status=Status.FAILED,
+                error=why,
+                attempt=task.attempt,
+                task_type=task.task_type,
+                run_id=task.run_id,
+            )
+            effects = (*effects, Outgoing(self.names.findings, encode(failed)))
+        return DeadLetter(
+            f"no route: {decision.reason}", field=field, stream=self.names.rejected, effects=effects
+        )
+
+    def _record(self, task: Task, state: str, decision: Decision) -> str:
+        chosen = decision.chosen
+        return json.dumps(
+            {
+                "task_id": task.task_id,
+                "state": state,
+                "attempt": task.attempt,
+                "vendor": chosen.vendor if chosen else None,
+                "model": chosen.model if chosen else None,
+                "complexity": decision.complexity,
+                "reason": decision.reason,
+                "estimated_cost_usd": chosen.cost_usd if chosen else None,
+                "excluded_vendors": list(task.excluded_vendors),
+                "at": time.time(),
+            }
+        )
+
+    def _reject_metric(self, field: str) -> None:
+        self.metrics.rejected.labels(field).inc()
+
+
+def _everyone_live() -> Fleet:
+    return Fleet(live={v: 1 for v in KNOWN_VENDORS}, cooling=frozenset())

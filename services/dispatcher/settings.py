@@ -1,0 +1,20 @@
+"""Dispatcher settings (`SWARM_DISPATCHER_*`), read once in `main` and passed down."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class DispatcherSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="SWARM_DISPATCHER_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    max_prompt_chars: int = Field(default=400_000, ge=1, description="longer prompts are rejected")
+    max_context_chars: int = Field(default=4_500_000, ge=0, description="about 1.1M tokens")
+    policy_file: Path | None = Field(default=None, description="routing policy TOML to use")
+    record_ttl_s: float = Field(default=7 * 86400, gt=0, description="how long task records last")
+    fleet_refresh_s: float = Field(default=1.0, gt=0, description="live workers and cooldowns")

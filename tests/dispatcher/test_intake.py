@@ -1,0 +1,152 @@
+"""The dispatcher on a real Redis: redis-cli-shaped tasks are routed; every kind of bad
+input lands in the rejected stream with its reason, and the dispatcher keeps serving."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from services.dispatcher.service import run_dispatcher
+from services.dispatcher.settings import DispatcherSettings
+from shared.bus import Heartbeat
+from shared.llm.settings import VendorSettings
+from shared.protocol import KNOWN_VENDORS, Names, Task, decode, decode_rejection, encode
+from shared.runtime.settings import BusSettings, SwarmSettings
+from tests.waiting import eventually
+
+
+@pytest.fixture
+async def dispatcher(redis_url: str, names: Names) -> AsyncIterator[None]:
+    stop = asyncio.Event()
+    swarm = SwarmSettings(
+        REDIS_URL=redis_url,
+        SWARM_NAMESPACE=names.namespace,
+        METRICS_PORT=0,
+        CONSUMER_NAME="dispatcher-test",
+    )
+    bus = BusSettings(block_ms=200, heartbeat_interval_s=0.3, heartbeat_ttl_s=1.5)
+    settings = DispatcherSettings(max_prompt_chars=1000, fleet_refresh_s=0.1)
+    task = asyncio.create_task(run_dispatcher(stop, swarm, bus, settings, VendorSettings()))
+    yield
+    stop.set()
+    await asyncio.wait_for(task, 20)
+
+
+async def _workers(redis: Redis, names: Names, *vendors: str) -> None:
+    for vendor in vendors:
+        await Heartbeat(
+            redis,
+            names,
+            f"worker-{vendor}-t",
+            service=f"worker-{vendor}",
+            interval_s=1,
+            ttl_s=60,
+            info={"vendor": vendor},
+        ).beat()
+
+
+async def _routed(redis: Redis, names: Names, n: int) -> list[tuple[str, Task]]:
+    async def enough() -> list[tuple[str, Task]]:
+        out = [
+            (v, decode(Task, f))
+            for v in KNOWN_VENDORS
+            for _id, f in await redis.xrange(names.vendor_tasks(v))
+        ]
+        return out if len(out) >= n else []
+
+    return await eventually(enough, timeout=20, what=f"{n} routed tasks")
+
+
+async def test_flat_and_data_tasks_are_routed_with_a_record(
+    redis: Redis, names: Names, dispatcher: None
+) -> None:
+    await _workers(redis, names, *KNOWN_VENDORS)
+    await redis.xadd(
+        names.intake,
+        {"task_id": "t-flat", "prompt": "Research supplier terms", "complexity": "simple"},
+    )
+    await redis.xadd(
+        names.intake,
+        {"data": json.dumps({"task_id": "t-json", "prompt": "Summarise the contracts"})},
+    )
+    routed = dict((t.task_id, (v, t)) for v, t in await _routed(redis, names, 2))
+    vendor, task = routed["t-flat"]
+    assert task.route_model and task.model is None  # chosen, not pinned
+    record = json.loads(await redis.get(names.task("t-flat")))
+    assert record["state"] == "routed" and record["vendor"] == vendor
+    assert record["complexity"] == "simple" and record["estimated_cost_usd"] > 0
+    assert "t-json" in routed
+
+
+BAD = [
+    ({"complexity": "simple"}, "prompt", "required"),
+    ({"prompt": "   "}, "prompt", "empty"),
+    ({"prompt": "x", "complexity": "hard"}, "complexity", "simple"),
+    ({"prompt": "x", "vendor": "mistral"}, "vendor", "unknown vendor"),
+    ({"prompt": "x", "budget_usd": "abc"}, "budget_usd", "number"),
+    ({"data": "{not json"}, "data", "JSON"),
+    ({"prompt": "x" * 1001}, "prompt", "limit is 1,000"),
+    ({"prompt": b"\xff\xfe"}, "prompt", "UTF-8"),
+    ({"prompt": "x", "complexty": "simple"}, "complexty", "not a field"),
+]
+
+
+async def test_every_bad_input_is_rejected_with_its_reason_and_service_goes_on(
+    redis: Redis, names: Names, dispatcher: None
+) -> None:
+    await _workers(redis, names, *KNOWN_VENDORS)
+    for fields, _field, _words in BAD:
+        await redis.xadd(names.intake, fields)  # type: ignore[arg-type]
+    await redis.xadd(names.intake, {"task_id": "after-bad", "prompt": "Still served?"})
+    [(_vendor, task)] = await _routed(redis, names, 1)
+    assert task.task_id == "after-bad"
+
+    async def all_rejected() -> list[Any]:
+        rows = await redis.xrange(names.rejected)
+        return rows if len(rows) == len(BAD) else []
+
+    rows = await eventually(all_rejected, what="every bad entry in the rejected stream")
+    for (_id, record), (fields, field, words) in zip(rows, BAD, strict=True):
+        rejection = decode_rejection(record)
+        assert rejection.field == field, rejection.reason
+        assert words in rejection.reason
+        assert set(rejection.original) == set(fields)  # the original entry, kept
+
+
+async def test_a_task_id_posted_twice_runs_once(
+    redis: Redis, names: Names, dispatcher: None
+) -> None:
+    await _workers(redis, names, *KNOWN_VENDORS)
+    for _ in range(2):
+        await redis.xadd(names.intake, {"task_id": "same", "prompt": "Only once"})
+    await redis.xadd(names.intake, {"task_id": "marker", "prompt": "after"})
+
+    async def drained() -> bool:
+        [group] = await redis.xinfo_groups(names.intake)
+        return group["lag"] == 0 and group["pending"] == 0
+
+    await eventually(drained, what="all three intake entries handled")
+    ids = [t.task_id for _v, t in await _routed(redis, names, 2)]
+    assert sorted(ids) == ["marker", "same"]
+
+
+async def test_a_handed_back_task_avoids_the_failed_vendor_and_live_workers_only(
+    redis: Redis, names: Names, dispatcher: None
+) -> None:
+    await _workers(redis, names, "deepseek", "claude")
+    task = Task(
+        task_id="back",
+        prompt="Summarise",
+        complexity="simple",
+        attempt=2,
+        excluded_vendors=("deepseek",),
+    )
+    await redis.xadd(names.intake, encode(task))  # type: ignore[arg-type]
+    [(vendor, routed)] = await _routed(redis, names, 1)
+    assert vendor == "claude"
+    assert routed.excluded_vendors == ("deepseek",) and routed.attempt == 2

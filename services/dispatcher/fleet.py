@@ -4,20 +4,37 @@ read from Redis at most once per refresh interval (not once per task)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 
 from redis.asyncio import Redis
 
 from services.dispatcher.router import Fleet
 from shared.bus import Cooldowns, live_members
+from shared.bus.spend import SpendBook
 from shared.protocol import Names
 
 
 class FleetView:
-    def __init__(self, redis: Redis, names: Names, cooldowns: Cooldowns, refresh_s: float) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        names: Names,
+        cooldowns: Cooldowns,
+        refresh_s: float,
+        *,
+        spend: SpendBook | None = None,
+        vendor_caps: Mapping[str, float] | None = None,
+        task_type_caps: Mapping[str, float] | None = None,
+    ) -> None:
         self._redis, self._names, self._cooldowns = redis, names, cooldowns
         self._refresh_s = refresh_s
         self._fleet = Fleet(live={}, cooling=frozenset())
         self._read_at = float("-inf")
+        self._spend = spend
+        self._vendor_caps = dict(vendor_caps or {})
+        self._type_caps = dict(task_type_caps or {})
+        self.vendors_over_cap: dict[str, tuple[float, float]] = {}  # vendor -> (spent, cap)
+        self.types_over_cap: dict[str, tuple[float, float]] = {}
 
     async def get(self) -> Fleet:
         if time.monotonic() - self._read_at >= self._refresh_s:
@@ -26,6 +43,18 @@ class FleetView:
                 if member.get("service", "").startswith("worker-") and member.get("vendor"):
                     live[member["vendor"]] = live.get(member["vendor"], 0) + 1
             cooling = frozenset((await self._cooldowns.cooling()).keys())
+            if self._spend is not None:
+                self.vendors_over_cap = await self._over(self._spend, "vendor", self._vendor_caps)
+                self.types_over_cap = await self._over(self._spend, "task_type", self._type_caps)
+            # A vendor over its period budget takes no new work, whatever its live workers.
+            live = {v: n for v, n in live.items() if v not in self.vendors_over_cap}
             self._fleet = Fleet(live=live, cooling=cooling)
             self._read_at = time.monotonic()
         return self._fleet
+
+    @staticmethod
+    async def _over(
+        spend: SpendBook, kind: str, caps: Mapping[str, float]
+    ) -> dict[str, tuple[float, float]]:
+        spent = await spend.spent(kind, list(caps))
+        return {n: (spent[n], cap) for n, cap in caps.items() if spent[n] >= cap}

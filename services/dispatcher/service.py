@@ -7,6 +7,7 @@ import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 
 import structlog
 
@@ -24,6 +25,7 @@ from shared.bus import (
     serve,
     service_context,
 )
+from shared.bus.spend import SpendBook
 from shared.llm.prices import PriceTable
 from shared.llm.registry import price_table
 from shared.llm.settings import VendorSettings
@@ -45,7 +47,15 @@ async def run_dispatcher(
     policy = Policy.load(settings.policy_file, prices)
     async with service_context("dispatcher", swarm, bus_settings) as ctx:
         redis = ctx.bus.redis
-        fleet = FleetView(redis, ctx.names, Cooldowns(redis, ctx.names), settings.fleet_refresh_s)
+        fleet = FleetView(
+            redis,
+            ctx.names,
+            Cooldowns(redis, ctx.names),
+            settings.fleet_refresh_s,
+            spend=SpendBook(redis, ctx.names, period_s=settings.budget_period_s),
+            vendor_caps=settings.vendor_caps_usd,
+            task_type_caps=settings.task_type_caps_usd,
+        )
         sub = ctx.bus.subscribe(ctx.names.intake, Names.DISPATCHER_GROUP, ctx.member_id)
         await sub.start()
         handler = Intake(
@@ -85,8 +95,23 @@ class Intake:
             log.info("task.duplicate", note="this task id was already taken; acked")
             return []
         fleet = await self.fleet.get()
+        if task.task_type in self.fleet.types_over_cap:
+            spent, cap = self.fleet.types_over_cap[task.task_type]
+            self._reject_metric("task_type")
+            raise DeadLetter(
+                f"task_type: {task.task_type!r} has spent ${spent:.2f} of its ${cap:.2f} "
+                "budget this period",
+                field="task_type",
+                stream=self.names.rejected,
+            )
         decision = route(task, self.policy, self.prices, fleet)
-        if decision.chosen is None and not fleet.live:
+        if decision.chosen is None and self.fleet.vendors_over_cap:
+            over = ", ".join(
+                f"{v} (${s:.2f} of ${c:.2f})"
+                for v, (s, c) in sorted(self.fleet.vendors_over_cap.items())
+            )
+            decision = replace(decision, reason=f"{decision.reason}; over period budget: {over}")
+        if decision.chosen is None and not fleet.live and not self.fleet.vendors_over_cap:
             # No worker has started yet: queue for the cheapest anyway, it will be served.
             decision = route(task, self.policy, self.prices, _everyone_live())
         if decision.chosen is None:

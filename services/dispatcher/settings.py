@@ -17,4 +17,11 @@ class DispatcherSettings(BaseSettings):
     max_context_chars: int = Field(default=4_500_000, ge=0, description="about 1.1M tokens")
     policy_file: Path | None = Field(default=None, description="routing policy TOML to use")
     record_ttl_s: float = Field(default=7 * 86400, gt=0, description="how long task records last")
+    vendor_caps_usd: dict[str, float] = Field(
+        default_factory=dict, description='JSON, e.g. {"claude": 50}: USD per vendor per period'
+    )
+    task_type_caps_usd: dict[str, float] = Field(
+        default_factory=dict, description="JSON: USD per task_type per period"
+    )
+    budget_period_s: float = Field(default=86400.0, gt=0, description="caps reset every period")
     fleet_refresh_s: float = Field(default=1.0, gt=0, description="live workers and cooldowns")

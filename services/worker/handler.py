@@ -48,6 +48,10 @@ class CooldownBook(Protocol):
     async def success(self, vendor: str, model: str) -> None: ...
 
 
+class SpendLedger(Protocol):
+    async def record(self, vendor: str, task_type: str, cost_usd: float) -> None: ...
+
+
 class ContextSource(Protocol):
     async def ask(
         self,
@@ -103,6 +107,7 @@ class Worker:
     prices: PriceTable
     metrics: Metrics
     settings: WorkerSettings
+    spend: SpendLedger | None = None
 
     async def run(self, task: Task) -> Outcome:
         started = time.monotonic()
@@ -145,7 +150,12 @@ class Worker:
                 await _quietly(
                     self.limiter.settle(estimate, response.usage.total_tokens), "ratelimit.settle"
                 )
-            return Done(self._finding(task, response, sources, attempt, started))
+            finding = self._finding(task, response, sources, attempt, started)
+            if self.spend is not None and finding.cost_usd:
+                await _quietly(
+                    self.spend.record(self.vendor, task.task_type, finding.cost_usd), "spend"
+                )
+            return Done(finding)
 
     def _retry_wait(self, exc: LLMError, attempt: int, deadline: float) -> float | None:
         if isinstance(exc, FatalLLMError) or attempt >= self.settings.max_attempts:

@@ -22,6 +22,7 @@ from shared.bus import (
 from shared.bus.context_client import ContextClient
 from shared.bus.cooldown import Cooldowns
 from shared.bus.ratelimit import RateLimiter
+from shared.bus.spend import SpendBook
 from shared.llm.registry import build_client, default_model, price_table
 from shared.llm.settings import VendorSettings
 from shared.protocol import DecodeError, Names, Task, decode, encode
@@ -87,6 +88,7 @@ async def run_worker(
                     prices,
                     ctx.metrics,
                     settings,
+                    spend=SpendBook(redis, names, period_s=settings.budget_period_s),
                 )
                 sub = ctx.bus.subscribe(
                     names.vendor_tasks(vendor), Names.worker_group(vendor), ctx.member_id

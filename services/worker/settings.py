@@ -24,4 +24,5 @@ class WorkerSettings(BaseSettings):
     cooldown_period_s: float = Field(default=60.0, gt=0)
     max_reroutes: int = Field(default=3, ge=0, description="vendors a task may fall back to")
     context_timeout_s: float = Field(default=30.0, gt=0)
+    budget_period_s: float = Field(default=86400.0, gt=0, description="spend is counted per")
     done_ttl_s: float = Field(default=7 * 86400, gt=0, description="how long done-markers last")

@@ -99,6 +99,11 @@ class Names:
         """Recent failure count of a vendor/model (expires with the counting window)."""
         return self._k("failures", vendor, model)
 
+    def spend(self, period: int, kind: str, name: str) -> str:
+        """Float: USD spent in one budget period by a vendor (`kind` "vendor") or a task
+        type (`kind` "task_type"); expires after the period."""
+        return self._k("spend", str(period), kind, name)
+
     def task_findings(self, task_id: str) -> str:
         """List of a task's finding ids. The id comes last in every per-task key, so no
         task id (even one containing ':') can name another task's key."""

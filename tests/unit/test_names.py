@@ -21,6 +21,7 @@ KEY_METHODS = (
     "task_done",
 )
 PAIR_METHODS = ("rate_limit", "cooldown", "failures")  # (vendor, model)
+SPEND = "spend"  # (period, kind, name)
 
 NAMESPACES = ["swarm", "swarm2", "Swarm", "t0", "a", "a.b", "a-b", "a_b", "A.b-c_d", "x" * 64]
 
@@ -41,7 +42,7 @@ def test_the_key_lists_above_cover_every_name_names_can_build() -> None:
         if not n.startswith("_") and callable(v) and not isinstance(v, staticmethod)
     }
     assert properties == set(KEY_PROPERTIES)
-    assert methods == set(KEY_METHODS) | set(PAIR_METHODS)
+    assert methods == set(KEY_METHODS) | set(PAIR_METHODS) | {SPEND}
 
 
 def test_default_namespace_is_swarm() -> None:
@@ -76,6 +77,7 @@ def test_every_default_key_is_pinned() -> None:
         "cooldown": "swarm:cooldown:x1:m1",
         "failures": "swarm:failures:x1:m1",
     }
+    assert Names().spend(20417, "vendor", "claude") == "swarm:spend:20417:vendor:claude"
 
 
 def test_consumer_group_names() -> None:

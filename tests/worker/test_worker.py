@@ -213,3 +213,22 @@ async def test_hundreds_of_calls_in_flight_in_one_process(
     assert len({f.task_id for f in done}) == 300
     assert {f.status for f in done} == {Status.OK}
     assert await redis.xlen(names.dead_letter) == 0
+
+
+async def test_workers_record_what_they_spend_for_the_dispatchers_budgets(
+    redis: Redis, names: Names, start_worker: StartWorker
+) -> None:
+    from shared.bus.spend import SpendBook  # noqa: PLC0415
+
+    await start_worker("claude")
+    for i in range(3):
+        await post(redis, names, "claude", prompt=f"cost me {i}", task_type="research")
+    done = await wait_findings(redis, names, 3)
+    book = SpendBook(redis, names)
+    total = sum(f.cost_usd or 0 for f in done)
+
+    async def recorded() -> bool:
+        return (await book.spent("vendor", ["claude"]))["claude"] == pytest.approx(total)
+
+    await eventually(recorded, what="spend recorded")
+    assert (await book.spent("task_type", ["research"]))["research"] == pytest.approx(total)

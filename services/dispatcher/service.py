@@ -21,7 +21,7 @@ from shared.bus import (
     Delivery,
     Effect,
     Outgoing,
-    SetKey,
+    SetFields,
     serve,
     service_context,
 )
@@ -65,7 +65,7 @@ async def run_dispatcher(
             prices=prices,
             fleet=fleet,
             metrics=ctx.metrics,
-            get_record=redis.get,
+            get_record=redis.hget,
         ).handle
         await serve(sub, handler, stop=stop, drain_timeout_s=bus_settings.drain_timeout_s)
     return 0
@@ -81,7 +81,7 @@ class Intake:
         prices: PriceTable,
         fleet: FleetView,
         metrics: Metrics,
-        get_record: Callable[[str], Awaitable[bytes | str | None]],
+        get_record: Callable[[str, str], Awaitable[bytes | str | None]],
     ) -> None:
         self.names, self.settings, self.policy, self.prices = names, settings, policy, prices
         self.fleet, self.metrics = fleet, metrics
@@ -90,8 +90,8 @@ class Intake:
     async def handle(self, delivery: Delivery) -> list[Effect]:
         task = self._validate(delivery)
         structlog.contextvars.bind_contextvars(task_id=task.task_id)
-        seen = await self._get(self.names.task(task.task_id))
-        if seen is not None and task.attempt <= int(json.loads(seen).get("attempt", 1)):
+        seen = await self._get(self.names.task(task.task_id), "attempt")
+        if seen is not None and task.attempt <= int(seen):
             log.info("task.duplicate", note="this task id was already taken; acked")
             return []
         fleet = await self.fleet.get()
@@ -128,7 +128,7 @@ class Intake:
         record = self._record(task, "routed", decision)
         return [
             Outgoing(self.names.vendor_tasks(chosen.vendor), encode(routed)),
-            SetKey(self.names.task(task.task_id), record, self.settings.record_ttl_s),
+            SetFields(self.names.task(task.task_id), record, self.settings.record_ttl_s),
         ]
 
     def _validate(self, delivery: Delivery) -> Task:
@@ -169,7 +169,7 @@ class Intake:
         )
         self._reject_metric(field or "route")
         effects: tuple[Effect, ...] = (
-            SetKey(
+            SetFields(
                 self.names.task(task.task_id),
                 self._record(task, "rejected", decision),
                 self.settings.record_ttl_s,
@@ -193,22 +193,21 @@ class Intake:
             f"no route: {decision.reason}", field=field, stream=self.names.rejected, effects=effects
         )
 
-    def _record(self, task: Task, state: str, decision: Decision) -> str:
+    def _record(self, task: Task, state: str, decision: Decision) -> dict[str, str]:
+        """The task record (a hash): where the task is and why; workers update `state`."""
         chosen = decision.chosen
-        return json.dumps(
-            {
-                "task_id": task.task_id,
-                "state": state,
-                "attempt": task.attempt,
-                "vendor": chosen.vendor if chosen else None,
-                "model": chosen.model if chosen else None,
-                "complexity": decision.complexity,
-                "reason": decision.reason,
-                "estimated_cost_usd": chosen.cost_usd if chosen else None,
-                "excluded_vendors": list(task.excluded_vendors),
-                "at": time.time(),
-            }
-        )
+        return {
+            "task_id": task.task_id,
+            "state": state,
+            "attempt": str(task.attempt),
+            "vendor": chosen.vendor if chosen else "",
+            "model": chosen.model if chosen else "",
+            "complexity": decision.complexity,
+            "reason": decision.reason,
+            "estimated_cost_usd": f"{chosen.cost_usd:.8f}" if chosen else "",
+            "excluded_vendors": json.dumps(list(task.excluded_vendors)),
+            "updated_at": f"{time.time():.3f}",
+        }
 
     def _reject_metric(self, field: str) -> None:
         self.metrics.rejected.labels(field).inc()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 
 import structlog
@@ -15,6 +16,7 @@ from shared.bus import (
     Effect,
     Handler,
     Outgoing,
+    SetFields,
     SetKey,
     serve,
     service_context,
@@ -95,7 +97,23 @@ async def run_worker(
                 )
                 await sub.start()
                 ctx.live_info.append(lambda: {"in_flight": str(sub.in_flight)})
-                handler = make_handler(worker, names, settings, redis_exists=redis.exists)
+
+                async def mark_running(key: str, worker_id: str) -> None:
+                    # Only a task the dispatcher keeps a record of (posted straight to a
+                    # vendor stream, it has none); a plain write, not worth a transaction.
+                    if await redis.exists(key):
+                        await redis.hset(
+                            key,
+                            mapping={
+                                "state": "running",
+                                "worker": worker_id,
+                                "updated_at": f"{time.time():.3f}",
+                            },
+                        )
+
+                handler = make_handler(
+                    worker, names, settings, redis_exists=redis.exists, mark_running=mark_running
+                )
                 await serve(sub, handler, stop=stop, drain_timeout_s=bus_settings.drain_timeout_s)
     finally:
         await llm.aclose()
@@ -108,6 +126,7 @@ def make_handler(
     settings: WorkerSettings,
     *,
     redis_exists: Callable[[str], Awaitable[int]],
+    mark_running: Callable[[str, str], Awaitable[None]],
 ) -> Handler:
     metrics = worker.metrics
 
@@ -122,6 +141,8 @@ def make_handler(
             metrics.tasks.labels(worker.vendor, "duplicate").inc()
             log.info("task.duplicate", note="finding already published; acked without a call")
             return []
+        record = names.task(task.task_id)
+        await mark_running(record, worker.worker_id)
         outcome = await worker.run(task)
         if isinstance(outcome, Done):
             f = outcome.finding
@@ -138,13 +159,17 @@ def make_handler(
             return [
                 Outgoing(names.findings, encode(f)),
                 SetKey(done_key, f.finding_id, settings.done_ttl_s),
+                _state(record, "done", f.finding_id, settings),
             ]
         if isinstance(outcome, Reroute):
             metrics.tasks.labels(worker.vendor, "rerouted").inc()
             log.warning(
                 "task.rerouted", reason=outcome.reason, excluded=list(outcome.task.excluded_vendors)
             )
-            return [Outgoing(names.intake, encode(outcome.task))]
+            return [
+                Outgoing(names.intake, encode(outcome.task)),
+                _state(record, "rerouted", "", settings),
+            ]
         assert isinstance(outcome, GiveUp)
         metrics.tasks.labels(worker.vendor, "failed").inc()
         log.error("task.failed", reason=outcome.reason)
@@ -153,10 +178,18 @@ def make_handler(
             effects=(
                 Outgoing(names.findings, encode(outcome.finding)),
                 SetKey(done_key, outcome.finding.finding_id, settings.done_ttl_s),
+                _state(record, "failed", outcome.finding.finding_id, settings),
             ),
         )
 
     return handle
+
+
+def _state(key: str, state: str, finding_id: str, settings: WorkerSettings) -> SetFields:
+    fields = {"state": state, "updated_at": f"{time.time():.3f}"}
+    if finding_id:
+        fields["finding_id"] = finding_id
+    return SetFields(key, fields, settings.done_ttl_s)
 
 
 def _own_url(vendors: VendorSettings, vendor: str) -> bool:

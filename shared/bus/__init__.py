@@ -4,7 +4,7 @@ from shared.bus.bus import Bus
 from shared.bus.context import ServiceContext, service_context
 from shared.bus.context_client import ContextClient, ContextUnavailable
 from shared.bus.cooldown import Cooldowns
-from shared.bus.delivery import DeadLetter, Delivery, Effect, Outgoing, SetKey
+from shared.bus.delivery import DeadLetter, Delivery, Effect, Outgoing, SetFields, SetKey
 from shared.bus.membership import Heartbeat, live_members
 from shared.bus.ratelimit import RateLimiter, RateLimitTimeout
 from shared.bus.serve import Handler, ServeStats, serve
@@ -25,6 +25,7 @@ __all__ = [
     "RateLimiter",
     "ServeStats",
     "ServiceContext",
+    "SetFields",
     "SetKey",
     "Subscription",
     "ensure_group",

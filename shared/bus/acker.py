@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import structlog
 from redis.asyncio import Redis
 
-from shared.bus.delivery import Effect, SetKey
+from shared.bus.delivery import Effect, SetFields, SetKey
 from shared.runtime.metrics import Metrics
 from shared.runtime.redis import REDIS_UNAVAILABLE
 
@@ -75,6 +75,10 @@ class Acker:
                             if isinstance(effect, SetKey):
                                 ms = int(effect.ttl_s * 1000) if effect.ttl_s else None
                                 pipe.set(effect.key, effect.value, px=ms)
+                            elif isinstance(effect, SetFields):
+                                pipe.hset(effect.key, mapping=dict(effect.fields))  # type: ignore[arg-type]
+                                if effect.ttl_s:
+                                    pipe.pexpire(effect.key, int(effect.ttl_s * 1000))
                             else:
                                 pipe.xadd(effect.stream, dict(effect.fields))  # type: ignore[arg-type]
                     pipe.xack(self._stream, self._group, *(op.entry_id for op in ops))

@@ -32,7 +32,16 @@ class SetKey:
     ttl_s: float | None = None
 
 
-Effect = Outgoing | SetKey
+@dataclass(frozen=True, slots=True)
+class SetFields:
+    """Hash fields to set atomically with an ack (a task record's state)."""
+
+    key: str
+    fields: Mapping[str, str]
+    ttl_s: float | None = None
+
+
+Effect = Outgoing | SetKey | SetFields
 
 
 class DeadLetter(Exception):

@@ -77,9 +77,10 @@ async def test_flat_and_data_tasks_are_routed_with_a_record(
     routed = dict((t.task_id, (v, t)) for v, t in await _routed(redis, names, 2))
     vendor, task = routed["t-flat"]
     assert task.route_model and task.model is None  # chosen, not pinned
-    record = json.loads(await redis.get(names.task("t-flat")))
+    raw = await redis.hgetall(names.task("t-flat"))
+    record = {k.decode(): v.decode() for k, v in raw.items()}
     assert record["state"] == "routed" and record["vendor"] == vendor
-    assert record["complexity"] == "simple" and record["estimated_cost_usd"] > 0
+    assert record["complexity"] == "simple" and float(record["estimated_cost_usd"]) > 0
     assert "t-json" in routed
 
 

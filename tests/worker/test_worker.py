@@ -30,10 +30,12 @@ async def test_a_task_in_a_finding_out_with_tokens_and_cost(
     vendor: str, redis: Redis, names: Names, start_worker: StartWorker
 ) -> None:
     await start_worker(vendor)
+    await redis.hset(names.task("e2e"), mapping={"state": "routed", "vendor": vendor})
     task = await post(
         redis,
         names,
         vendor,
+        task_id="e2e",
         prompt="Research supplier payment terms 2021",
         task_type="research",
         run_id="r1",
@@ -61,6 +63,9 @@ async def test_a_task_in_a_finding_out_with_tokens_and_cost(
     if vendor == "codex":
         assert finding.code  # the code specialist returns code
     assert await redis.get(names.task_done(task.task_id)) == finding.finding_id.encode()
+    record = await redis.hgetall(names.task("e2e"))  # the dispatcher's record, brought up to date
+    assert record[b"state"] == b"done" and record[b"finding_id"] == finding.finding_id.encode()
+    assert record[b"worker"].startswith(b"worker-") and record[b"vendor"] == vendor.encode()
 
 
 async def test_a_redelivered_task_is_not_paid_for_twice(

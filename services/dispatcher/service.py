@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
 import structlog
+from redis.asyncio import Redis
 
 from services.dispatcher.fleet import FleetView
 from services.dispatcher.policy import Policy
@@ -65,10 +66,33 @@ async def run_dispatcher(
             prices=prices,
             fleet=fleet,
             metrics=ctx.metrics,
-            get_record=redis.hget,
+            claim=TaskClaims(redis, settings.record_ttl_s).claim,
         ).handle
         await serve(sub, handler, stop=stop, drain_timeout_s=bus_settings.drain_timeout_s)
     return 0
+
+
+class TaskClaims:
+    """`claim(record, field, entry_id)`: True if this entry owns the task id (it set the
+    field first, or set it before and is being redelivered)."""
+
+    _LUA = """
+    local owner = redis.call('HGET', KEYS[1], ARGV[1])
+    if not owner then
+      redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+      redis.call('PEXPIRE', KEYS[1], ARGV[3])
+      return 1
+    end
+    return owner == ARGV[2] and 1 or 0
+    """
+
+    def __init__(self, redis: Redis, ttl_s: float) -> None:
+        self._script = redis.register_script(self._LUA)
+        self._ttl_ms = int(ttl_s * 1000)
+
+    async def claim(self, key: str, field: str, entry_id: str) -> bool:
+        won = await self._script(keys=[key], args=[field, entry_id, self._ttl_ms])
+        return bool(won)
 
 
 class Intake:
@@ -81,17 +105,19 @@ class Intake:
         prices: PriceTable,
         fleet: FleetView,
         metrics: Metrics,
-        get_record: Callable[[str, str], Awaitable[bytes | str | None]],
+        claim: Callable[[str, str, str], Awaitable[bool]],
     ) -> None:
         self.names, self.settings, self.policy, self.prices = names, settings, policy, prices
         self.fleet, self.metrics = fleet, metrics
-        self._get = get_record
+        self._claim = claim
 
     async def handle(self, delivery: Delivery) -> list[Effect]:
         task = self._validate(delivery)
         structlog.contextvars.bind_contextvars(task_id=task.task_id)
-        seen = await self._get(self.names.task(task.task_id), "attempt")
-        if seen is not None and task.attempt <= int(seen):
+        # One intake entry per task id and attempt wins, atomically, even when two copies
+        # are handled at once; a redelivery of the winning entry still goes through.
+        key = self.names.task(task.task_id)
+        if not await self._claim(key, f"entry:{task.attempt}", delivery.entry_id):
             log.info("task.duplicate", note="this task id was already taken; acked")
             return []
         fleet = await self.fleet.get()

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -151,3 +154,34 @@ async def test_a_handed_back_task_avoids_the_failed_vendor_and_live_workers_only
     [(vendor, routed)] = await _routed(redis, names, 1)
     assert vendor == "claude"
     assert routed.excluded_vendors == ("deepseek",) and routed.attempt == 2
+
+
+async def test_swarm_status_shows_where_a_task_went(
+    redis: Redis, redis_url: str, names: Names, dispatcher: None
+) -> None:
+    await _workers(redis, names, *KNOWN_VENDORS)
+    await redis.xadd(names.intake, {"task_id": "where", "prompt": "Where am I?"})
+    [(vendor, _task)] = await _routed(redis, names, 1)
+    env = {**os.environ, "REDIS_URL": redis_url, "SWARM_NAMESPACE": names.namespace}
+    res = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "services.cli.main", "status", "where", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env,
+    )
+    assert res.returncode == 0, res.stderr
+    record = json.loads(res.stdout)
+    assert record["state"] == "routed" and record["vendor"] == vendor
+    missing = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "services.cli.main", "status", "nope"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env,
+    )
+    assert missing.returncode == 2 and "no record of task 'nope'" in missing.stderr

@@ -25,6 +25,7 @@ bench: install  ## benchmarks; each prints a table and one JSON line last
 	$(BIN)/python bench/bus.py
 	$(BIN)/python bench/vendors.py
 	$(BIN)/python bench/worker.py
+	$(BIN)/python bench/dispatcher.py
 
 lint: install
 	$(BIN)/ruff check .

@@ -2,6 +2,7 @@
 
 swarm run SERVICE      start one service in the foreground (containers call this)
 swarm demo             a task through the bus and back, on a local Redis
+swarm plan WORKLOAD    tasks, cost and worker replicas per vendor for a workload file
 swarm --version
 """
 
@@ -73,6 +74,38 @@ def build_parser() -> argparse.ArgumentParser:
     route.add_argument("--model", help="pin a model")
     route.add_argument("--budget", type=float, help="budget in USD for this task")
     route.add_argument("--explain", action="store_true", help="print the full reasoning")
+
+    status = sub.add_parser(
+        "status",
+        help="where a task is: its record (state, vendor, model, reason, cost)",
+        description="Print a task's record from Redis: the dispatcher's routing decision and "
+        "the state workers moved it to. Uses REDIS_URL and SWARM_NAMESPACE.",
+    )
+    status.add_argument("task_id", help="the task's id")
+    status.add_argument("--json", action="store_true", help="print the record as JSON")
+
+    plan = sub.add_parser(
+        "plan",
+        help="route a workload file offline: tasks, tokens, cost and replicas per vendor",
+        description="Route every task of a workload file (JSON lines, one task object per "
+        "line as the intake's `data` JSON, or one JSON array) as if every vendor had live "
+        "workers, and print per vendor: tasks, estimated tokens and cost, and the worker "
+        "replicas that finish it in time: ceil(tasks x latency / (within x in-flight)). "
+        "Malformed entries are reported and skipped; exit code 1 if none could be planned.",
+    )
+    plan.add_argument("workload", metavar="WORKLOAD", help="the workload file")
+    plan.add_argument(
+        "--latency-s", type=float, default=2.0, help="expected seconds per task (default 2.0)"
+    )
+    plan.add_argument(
+        "--within-s", type=float, default=600.0, help="target completion time, s (default 600)"
+    )
+    plan.add_argument(
+        "--in-flight",
+        type=int,
+        default=None,
+        help="tasks each replica holds at once (default: SWARM_MAX_IN_FLIGHT, else 256)",
+    )
 
     demo = sub.add_parser(
         "demo",
@@ -161,9 +194,76 @@ def cmd_route(args: argparse.Namespace) -> int:
     return 0 if decision.chosen is not None else 1
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    from pathlib import Path  # noqa: PLC0415
+
+    from services.cli.plan import format_plan, make_plan, parse_workload  # noqa: PLC0415
+    from services.dispatcher.policy import Policy  # noqa: PLC0415
+    from services.dispatcher.settings import DispatcherSettings  # noqa: PLC0415
+    from shared.llm.registry import price_table  # noqa: PLC0415
+    from shared.llm.settings import VendorSettings  # noqa: PLC0415
+    from shared.runtime.settings import BusSettings  # noqa: PLC0415
+
+    try:
+        text = Path(args.workload).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CliError(f"cannot read {args.workload}: {exc}") from exc
+    in_flight = args.in_flight if args.in_flight is not None else BusSettings().max_in_flight
+    if args.latency_s <= 0 or args.within_s <= 0 or in_flight <= 0:
+        raise CliError("--latency-s, --within-s and --in-flight must be > 0")
+    prices = price_table(VendorSettings())
+    tasks, problems = parse_workload(text)
+    plan = make_plan(
+        tasks,
+        Policy.load(DispatcherSettings().policy_file, prices),
+        prices,
+        latency_s=args.latency_s,
+        within_s=args.within_s,
+        in_flight=in_flight,
+        problems=problems,
+    )
+    print(format_plan(plan))
+    return 0 if plan.vendors else 1
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import json  # noqa: PLC0415
+
+    import redis  # noqa: PLC0415
+
+    from shared.runtime.settings import SwarmSettings  # noqa: PLC0415
+
+    swarm = SwarmSettings()
+    client = redis.Redis.from_url(swarm.redis_url.get_secret_value(), socket_timeout=5)
+    try:
+        raw = client.hgetall(swarm.names.task(args.task_id))
+    except redis.RedisError as exc:
+        raise CliError(f"Redis at {swarm.redis_url_redacted}: {exc}") from None
+    finally:
+        client.close()
+    if not raw:
+        raise CliError(
+            f"no record of task {args.task_id!r} in namespace {swarm.namespace!r} "
+            "(unknown, expired, or posted straight to a vendor stream)"
+        )
+    record = {k.decode(): v.decode(errors="replace") for k, v in raw.items()}  # type: ignore[union-attr]
+    if args.json:
+        print(json.dumps(record, indent=2, sort_keys=True))
+    else:
+        for key in sorted(record):
+            print(f"{key:>20}  {record[key]}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"run": cmd_run, "demo": cmd_demo, "route": cmd_route}
+    handlers = {
+        "run": cmd_run,
+        "demo": cmd_demo,
+        "route": cmd_route,
+        "plan": cmd_plan,
+        "status": cmd_status,
+    }
     try:
         return handlers[args.command](args)
     except CliError as exc:

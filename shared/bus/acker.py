@@ -1,5 +1,7 @@
-"""Batched acknowledgement: many handlers' acks (and the entries they publish) go to
-Redis in one MULTI/EXEC, so an effect and its ack land together or not at all.
+"""Batched acknowledgement: many handlers' effects (the entries they publish, the keys they
+set) go to Redis in one round trip, then their acks in a second, and an entry whose effect
+failed is never acked (it is redelivered). A crash between the two leaves the entry
+pending: it runs again, and its effect may be written twice (at-least-once, never lost).
 
 While one batch is on the wire the next one fills, which is what lets the bus beat a
 loop that acks each message alone, without ever acking before the effect is written.
@@ -69,20 +71,10 @@ class Acker:
         while True:
             tries += 1
             try:
-                async with self._redis.pipeline(transaction=True) as pipe:
-                    for op in ops:
-                        for effect in op.effects:
-                            if isinstance(effect, SetKey):
-                                ms = int(effect.ttl_s * 1000) if effect.ttl_s else None
-                                pipe.set(effect.key, effect.value, px=ms)
-                            elif isinstance(effect, SetFields):
-                                pipe.hset(effect.key, mapping=dict(effect.fields))  # type: ignore[arg-type]
-                                if effect.ttl_s:
-                                    pipe.pexpire(effect.key, int(effect.ttl_s * 1000))
-                            else:
-                                pipe.xadd(effect.stream, dict(effect.fields))  # type: ignore[arg-type]
-                    pipe.xack(self._stream, self._group, *(op.entry_id for op in ops))
-                    await pipe.execute()
+                failed = await self._write_effects(ops)
+                done = [op for i, op in enumerate(ops) if i not in failed]
+                if done:
+                    await self._redis.xack(self._stream, self._group, *(op.entry_id for op in done))
             except REDIS_UNAVAILABLE as exc:
                 self._metrics.redis_errors.labels("ack").inc()
                 if give_up_after is not None and tries >= give_up_after:
@@ -92,14 +84,52 @@ class Acker:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
                 continue
-            except Exception as exc:  # e.g. WRONGTYPE on a publish target: a misconfiguration
-                log.exception("ack.failed", entries=len(ops))
-                _fail(ops, exc)
-                return
-            for op in ops:
-                if not op.future.done():
+            for i, op in enumerate(ops):
+                if op.future.done():
+                    continue
+                if i in failed:  # e.g. WRONGTYPE or OOM on a target: not acked, redelivered
+                    op.future.set_exception(failed[i])
+                else:
                     op.future.set_result(None)
+            if failed:
+                log.error(
+                    "ack.effect_failed", entries=len(failed), error=str(next(iter(failed.values())))
+                )
             return
+
+    async def _write_effects(self, ops: list[AckOp]) -> dict[int, Exception]:
+        """Write every op's effects in one round trip; the ops whose effects failed.
+
+        Redis applies the rest of a MULTI even when one command fails (WRONGTYPE, OOM), so
+        the effects go first and only the ops whose effects all landed are acked after.
+        """
+        owners: list[int] = []
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for i, op in enumerate(ops):
+                for effect in op.effects:
+                    if isinstance(effect, SetKey):
+                        ms = int(effect.ttl_s * 1000) if effect.ttl_s else None
+                        pipe.set(effect.key, effect.value, px=ms)
+                        owners.append(i)
+                    elif isinstance(effect, SetFields):
+                        pipe.hset(effect.key, mapping=dict(effect.fields))  # type: ignore[arg-type]
+                        owners.append(i)
+                        if effect.ttl_s:
+                            pipe.pexpire(effect.key, int(effect.ttl_s * 1000))
+                            owners.append(i)
+                    else:
+                        pipe.xadd(effect.stream, dict(effect.fields))  # type: ignore[arg-type]
+                        owners.append(i)
+            if not owners:
+                return {}
+            results = await pipe.execute(raise_on_error=False)
+        failed: dict[int, Exception] = {}
+        for owner, result in zip(owners, results, strict=True):
+            if isinstance(result, REDIS_UNAVAILABLE):
+                raise result
+            if isinstance(result, Exception) and owner not in failed:
+                failed[owner] = result
+        return failed
 
 
 def _fail(ops: list[AckOp], exc: BaseException) -> None:

@@ -7,7 +7,7 @@ cost. It follows the same protocol, so a worker cannot tell the difference on th
 * it consumes `names.shard_queries(shard_id)` in the `megashard` group, through the bus
   (at-least-once delivery, reclaim, dead-lettering);
 * it answers each query by simple keyword overlap between the query and the documents;
-* the ContextReply goes to the query's `reply_to` in the same MULTI/EXEC as the ack;
+* the ContextReply goes to the query's `reply_to` before the ack;
 * a query that does not decode is dead-lettered with the decode error as its reason;
 * a query whose deadline has passed is acknowledged without a reply (nobody waits for it).
 """

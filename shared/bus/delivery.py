@@ -88,7 +88,7 @@ class Delivery:
         return default if raw is None else raw.decode(errors="replace")
 
     async def ack(self, *effects: Effect) -> None:
-        """Acknowledge; `effects` are written in the same MULTI/EXEC."""
+        """Acknowledge, once `effects` are written (never if one of them fails)."""
         await self._sub._finish(self, effects, None, None, "acked")
 
     async def dead_letter(

@@ -1,9 +1,10 @@
 """Run a handler over a subscription's deliveries, many at once, with a graceful drain.
 
 The handler gets a Delivery and returns the entries to publish (or nothing); they are
-written in the same MULTI/EXEC as the ack. It may raise DeadLetter to park the entry
-with a reason. Any other exception is logged and the entry is released: it stays pending
-and is delivered again after the visibility timeout, until max_deliveries dead-letters it.
+written before the ack (an entry whose output fails is not acked). It may raise DeadLetter
+to park the entry with a reason. Any other exception is logged and the entry is released:
+it stays pending and is delivered again after the visibility timeout, until max_deliveries
+dead-letters it.
 """
 
 from __future__ import annotations
@@ -82,7 +83,14 @@ async def _handle(delivery: Delivery, handler: Handler, stats: ServeStats) -> No
     try:
         out = await handler(delivery)
     except DeadLetter as dl:
-        await delivery.dead_letter(dl.reason, field=dl.field, stream=dl.stream, effects=dl.effects)
+        try:
+            await delivery.dead_letter(
+                dl.reason, field=dl.field, stream=dl.stream, effects=dl.effects
+            )
+        except Exception:
+            stats.failed += 1
+            log.exception("delivery.dead_letter_failed", reason=dl.reason)
+            return
         stats.dead_lettered += 1
         log.warning("delivery.dead_lettered", reason=dl.reason, field=dl.field)
         return
@@ -96,6 +104,11 @@ async def _handle(delivery: Delivery, handler: Handler, stats: ServeStats) -> No
         stats.failed += 1
         log.exception("delivery.failed", note="left pending; redelivered after visibility timeout")
         return
-    await delivery.ack(*(out or ()))
+    try:
+        await delivery.ack(*(out or ()))
+    except Exception:
+        stats.failed += 1
+        log.exception("delivery.ack_failed", note="not acked; redelivered after visibility timeout")
+        return
     stats.acked += 1
     log.debug("delivery.acked", duration_ms=round((time.perf_counter() - started) * 1000, 2))

@@ -201,7 +201,13 @@ class Subscription:
             target = dead_letter_stream or self._names.dead_letter
             out.append(Outgoing(target, dead_letter))
             self._m.dead_letters.labels(target, _reason_kind(dead_letter)).inc()
-        await self._acker.submit(AckOp(delivery.entry_id, out))
+        try:
+            await self._acker.submit(AckOp(delivery.entry_id, out))
+        except BaseException:
+            # Not acked: free the slot and stop refreshing the claim, so the entry is
+            # redelivered after the visibility timeout rather than held here forever.
+            self._settle(delivery, "failed")
+            raise
         for effect in out:
             if isinstance(effect, Outgoing):
                 self._m.published.labels(effect.stream).inc()
@@ -388,7 +394,11 @@ class Subscription:
             )
             log.warning("consumer.dead", stream=self.stream, consumer=name, reclaimed=len(claimed))
             await self._take(claimed, "dead_consumer")
-            if len(ids) == len(rows) and len(rows) < room:
+            # DELCONSUMER drops whatever the consumer still has pending: only once it has none.
+            left: Any = await self._redis.xpending_range(
+                self.stream, self.group, min="-", max="+", count=1, consumername=name
+            )
+            if not left:
                 await self._redis.xgroup_delconsumer(self.stream, self.group, name)
 
     async def _take(self, claimed: list[Any], cause: str) -> None:

@@ -83,7 +83,7 @@ class Names:
         return self._k("task", task_id)
 
     def task_done(self, task_id: str) -> str:
-        """Set, with the finding id, in the same MULTI/EXEC that publishes a task's finding:
+        """Set, with the finding id, with the task's finding (before the task's ack):
         a redelivered task that has it is acknowledged without calling the vendor again."""
         return self._k("done", task_id)
 

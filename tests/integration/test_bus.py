@@ -170,3 +170,26 @@ async def test_namespaces_are_isolated(redis: Redis, bus_settings: BusSettings) 
     for ns in (a, b):
         keys = [k async for k in redis.scan_iter(match=f"{ns.namespace}:*")]
         await redis.delete(*keys)
+
+
+async def test_an_ack_that_cannot_be_written_frees_the_slot_and_the_entry_comes_back(
+    redis: Redis, names: Names, bus_settings: BusSettings
+) -> None:
+    settings = bus_settings.model_copy(update={"visibility_timeout_s": 0.5, "max_in_flight": 1})
+    bus = Bus(redis, names, settings, Metrics.create())
+    await redis.set(names.findings, "not a stream")  # every publish to it fails: WRONGTYPE
+    await bus.publish(names.intake, {"n": "1"})
+    seen: list[int] = []
+
+    async def handler(d: Delivery) -> list[Outgoing]:
+        seen.append(d.deliveries)
+        if len(seen) == 2:
+            await redis.delete(names.findings)  # fixed: the second try can be written
+        return [Outgoing(names.findings, {"n": d.text("n")})]
+
+    async def written() -> bool:
+        return await redis.type(names.findings) == b"stream"
+
+    await _run(bus, names.intake, "g", handler, written)
+    assert seen[:2] == [1, 2]  # the unacked entry was redelivered, not held forever
+    assert await _pending(redis, names.intake, "g") == 0

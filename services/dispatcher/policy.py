@@ -9,16 +9,15 @@ read at import time.
 from __future__ import annotations
 
 import math
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
 from shared.llm.prices import PriceTable
 from shared.protocol.messages import Complexity
+from shared.runtime.datafile import read_toml
 
 __all__ = ["TIERS", "Policy", "ScorerPolicy", "TierPolicy"]
 
@@ -73,16 +72,7 @@ class Policy:
     def load(cls, path: Path | None = None, prices: PriceTable | None = None) -> Policy:
         """The packaged policy, or the TOML file at `path`, checked against `prices`
         (default: the packaged price table). ValueError names the file and the bad key."""
-        if path is None:
-            origin = "services/dispatcher/policy.toml"
-            data = resources.files("services.dispatcher").joinpath("policy.toml").read_bytes()
-        else:
-            origin = str(path)
-            data = path.read_bytes()
-        try:
-            raw = tomllib.loads(data.decode("utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{origin}: not valid TOML: {exc}") from exc
+        raw, origin = read_toml("services.dispatcher", "policy.toml", path)
         return cls.from_mapping(raw, prices or PriceTable.load(), origin=origin)
 
     @classmethod

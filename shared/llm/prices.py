@@ -21,15 +21,14 @@ from __future__ import annotations
 
 import math
 import re
-import tomllib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import date, datetime
-from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
 
 from shared.llm.types import Usage
+from shared.runtime.datafile import read_toml
 
 __all__ = [
     "PRICES_FILE_ENV",
@@ -237,16 +236,7 @@ class PriceTable:
     @classmethod
     def load(cls, path: Path | None = None) -> PriceTable:
         """The packaged table, or the TOML file at `path`; checked, ValueError if malformed."""
-        if path is None:
-            origin = "shared/llm/prices.toml"
-            data = resources.files("shared.llm").joinpath("prices.toml").read_bytes()
-        else:
-            origin = str(path)
-            data = path.read_bytes()
-        try:
-            raw = tomllib.loads(data.decode("utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{origin}: not valid TOML: {exc}") from exc
+        raw, origin = read_toml("shared.llm", "prices.toml", path)
         return cls.from_mapping(raw, origin=origin)
 
     @classmethod

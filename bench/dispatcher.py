@@ -132,7 +132,7 @@ def route_us_per_task(redis: SyncRedis, stream: str, count: int) -> float:
     tasks = [decode(Task, fields) for _id, fields in entries]
     prices = price_table(VendorSettings())
     policy = Policy.load(DispatcherSettings().policy_file, prices)
-    fleet = Fleet(live={v: 1 for v in KNOWN_VENDORS}, cooling=frozenset())
+    fleet = Fleet.everyone_live()
     start = time.perf_counter()
     for task in tasks:
         route(task, policy, prices, fleet)

@@ -169,7 +169,7 @@ def cmd_route(args: argparse.Namespace) -> int:
     from services.dispatcher.policy import Policy  # noqa: PLC0415
     from services.dispatcher.router import Fleet, route  # noqa: PLC0415
     from shared.llm.registry import price_table  # noqa: PLC0415
-    from shared.llm.settings import VENDORS, VendorSettings  # noqa: PLC0415
+    from shared.llm.settings import VendorSettings  # noqa: PLC0415
     from shared.protocol import DecodeError, Task, decode  # noqa: PLC0415
 
     fields = {"prompt": args.prompt}
@@ -184,7 +184,7 @@ def cmd_route(args: argparse.Namespace) -> int:
         task = decode(Task, fields)
     except DecodeError as exc:
         raise CliError(str(exc)) from exc
-    fleet = Fleet(live={v: 1 for v in VENDORS}, cooling=frozenset())
+    fleet = Fleet.everyone_live()
     decision = route(task, Policy.load(), price_table(VendorSettings()), fleet)
     if args.explain or decision.chosen is None:
         print(decision.explain())

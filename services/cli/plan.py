@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from services.dispatcher.policy import Policy
 from services.dispatcher.router import Fleet, route
 from shared.llm.prices import PriceTable
-from shared.protocol import KNOWN_VENDORS, DecodeError, Task, decode_json
+from shared.protocol import DecodeError, Task, decode_json
 
 __all__ = [
     "Plan",
@@ -115,7 +115,7 @@ def make_plan(
     """Route every task as if every vendor had live workers and nothing was cooling down."""
     if latency_s <= 0 or within_s <= 0 or in_flight <= 0:
         raise ValueError("latency_s, within_s and in_flight must be > 0")
-    fleet = Fleet(live={v: 1 for v in KNOWN_VENDORS}, cooling=frozenset())
+    fleet = Fleet.everyone_live()
     skipped = list(problems)
     totals: dict[str, list[float]] = {}  # vendor -> [tasks, in, out, cost]
     for where, task in tasks:

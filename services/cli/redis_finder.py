@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -14,6 +13,7 @@ from collections.abc import Iterator
 
 import redis
 
+from shared.runtime.net import free_port
 from shared.runtime.settings import redact_url
 
 LOCAL_URL = "redis://127.0.0.1:6379/0"
@@ -33,12 +33,6 @@ def answers(url: str, timeout_s: float = 0.5) -> bool:
             client.close()
     except (redis.RedisError, OSError):
         return False
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextlib.contextmanager

@@ -33,6 +33,7 @@ from typing import Literal
 from services.dispatcher.policy import TIERS, Policy
 from shared.llm.prices import ModelPrice, PriceTable, cost_usd, estimate_tokens
 from shared.llm.types import Usage
+from shared.protocol import KNOWN_VENDORS
 from shared.protocol.messages import Complexity, Task
 
 __all__ = ["Candidate", "Decision", "Dropped", "Fleet", "route", "score"]
@@ -50,6 +51,11 @@ class Fleet:
 
     live: Mapping[str, int]
     cooling: frozenset[tuple[str, str]] = frozenset()
+
+    @classmethod
+    def everyone_live(cls) -> Fleet:
+        """Every known vendor live, nothing cooling: for plans, explanations, a cold start."""
+        return cls(live=dict.fromkeys(KNOWN_VENDORS, 1))
 
 
 @dataclass(frozen=True)

@@ -139,7 +139,7 @@ class Intake:
             decision = replace(decision, reason=f"{decision.reason}; over period budget: {over}")
         if decision.chosen is None and not fleet.live and not self.fleet.vendors_over_cap:
             # No worker has started yet: queue for the cheapest anyway, it will be served.
-            decision = route(task, self.policy, self.prices, _everyone_live())
+            decision = route(task, self.policy, self.prices, Fleet.everyone_live())
         if decision.chosen is None:
             raise self._refuse(task, decision)
         chosen = decision.chosen
@@ -237,7 +237,3 @@ class Intake:
 
     def _reject_metric(self, field: str) -> None:
         self.metrics.rejected.labels(field).inc()
-
-
-def _everyone_live() -> Fleet:
-    return Fleet(live={v: 1 for v in KNOWN_VENDORS}, cooling=frozenset())

@@ -4,25 +4,20 @@ benchmarks and the demo, which must not count the simulator's CPU as their own).
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from collections.abc import Sequence
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from shared.runtime.net import free_port
 
 
 def spawn_simulator(
     *, port: int | None = None, args: Sequence[str] = (), timeout_s: float = 30.0
 ) -> tuple[subprocess.Popen[bytes], str]:
     """(process, base URL) of a simulator serving on 127.0.0.1; stop it with SIGTERM."""
-    port = port or _free_port()
+    port = port or free_port()
     proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
         [sys.executable, "-m", "services.cli.main", "run", "simulator", "--port", str(port), *args],
         env={**os.environ, "LOG_LEVEL": os.environ.get("LOG_LEVEL", "warning")},

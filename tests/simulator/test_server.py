@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import sys
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ import pytest
 
 from services.simulator.config import SimulatorConfig
 from services.simulator.server import Simulator
+from shared.runtime.net import free_port
 from tests.simulator.conftest import LONG, USER
 from tests.waiting import eventually
 
@@ -167,14 +167,8 @@ async def test_stop_cuts_off_a_hanging_request_promptly() -> None:
             await pending
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def test_run_serves_until_sigterm_and_exits_0() -> None:
-    port = _free_port()
+    port = free_port()
     code = (
         "from services.simulator.main import run; import argparse; "
         "raise SystemExit(run(argparse.Namespace("

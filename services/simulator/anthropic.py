@@ -200,7 +200,8 @@ class AnthropicAPI:
             "usage": _usage(cache, reply.tokens),
         }
         streaming = bool(body.get("stream"))
-        spread = await self.ctx.before_first_byte(chosen, streaming)
+        uncached = cache.input_tokens + cache.cache_creation  # writes are prefilled too
+        spread = await self.ctx.before_first_byte(chosen, streaming, profile.prefill_s(uncached))
         if not streaming:
             return json_response(200, message, {"request-id": rid})
         return StreamResponse(

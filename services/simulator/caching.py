@@ -6,10 +6,15 @@
 * OpenAI / DeepSeek / compatible: automatic. Every prompt's prefixes at 128-token
   boundaries are remembered; `cached_tokens` is the longest remembered boundary, counted
   only from the model's minimum (1024) up.
-* Gemini: explicit `cachedContents` resources with a name, a TTL and a token count.
+* Gemini: explicit `cachedContents` resources with a name, a TTL and a token count, plus the
+  keyword sets of the document blocks they hold (computed once, at creation) so answers can
+  cite them.
 
 All keys are digests scoped by model, so a 1 MB prompt costs one hashing pass, and each
 store is bounded (least recently used goes first) so a long benchmark cannot grow it forever.
+The Gemini store holds at most 1000 caches and 4 million document keywords in all (about
+15 caches of 900K tokens of documents, some 400 MB); a cache pushed out is gone, as if
+expired (404).
 """
 
 from __future__ import annotations
@@ -18,11 +23,14 @@ import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from services.simulator.citations import Document
 from services.simulator.tokens import Part
 
 PREFIX_BLOCK_TOKENS = 128
 PREFIX_TTL_S = 600.0  # OpenAI keeps prefixes 5-10 minutes after last use
 _MAX_ENTRIES = 200_000
+_MAX_GEMINI_CACHES = 1_000
+_MAX_GEMINI_KEYWORDS = 4_000_000
 TTL_SECONDS = {"5m": 300.0, "1h": 3600.0}
 
 
@@ -163,23 +171,62 @@ class GeminiCache:
     expire_at: float  # wall-clock seconds
     content_key: str  # digest of what was cached: answers depend on it
     display_name: str | None = None
+    documents: tuple[Document, ...] = ()  # its document blocks, to cite
+
+    @property
+    def keyword_count(self) -> int:
+        return sum(len(doc.keywords) for doc in self.documents)
 
 
 class GeminiCacheStore:
-    def __init__(self) -> None:
-        self.items: dict[str, GeminiCache] = {}
+    """name -> cache, listed in creation order. Expired caches are dropped when seen; the least
+    recently used go when there are more than `max_caches`, or more than `max_keywords`
+    document keywords in all."""
+
+    def __init__(
+        self, max_caches: int = _MAX_GEMINI_CACHES, max_keywords: int = _MAX_GEMINI_KEYWORDS
+    ) -> None:
+        self._items: dict[str, GeminiCache] = {}
+        self._recent: OrderedDict[str, None] = OrderedDict()  # least recently used first
+        self._max_caches = max_caches
+        self._max_keywords = max_keywords
+        self._keywords = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def add(self, cache: GeminiCache) -> None:
+        self.remove(cache.name)
+        self._items[cache.name] = cache
+        self._recent[cache.name] = None
+        self._keywords += cache.keyword_count
+        while len(self._items) > 1 and (
+            len(self._items) > self._max_caches or self._keywords > self._max_keywords
+        ):
+            self.remove(next(iter(self._recent)))
+
+    def remove(self, name: str) -> None:
+        cache = self._items.pop(name, None)
+        if cache is not None:
+            del self._recent[name]
+            self._keywords -= cache.keyword_count
 
     def get(self, name: str, now: float) -> GeminiCache | None:
-        cache = self.items.get(name)
-        if cache is not None and cache.expire_at <= now:
-            del self.items[name]
+        cache = self._items.get(name)
+        if cache is None:
             return None
+        if cache.expire_at <= now:
+            self.remove(name)
+            return None
+        self._recent.move_to_end(name)
         return cache
 
     def live(self, now: float) -> list[GeminiCache]:
-        for name in [n for n, c in self.items.items() if c.expire_at <= now]:
-            del self.items[name]
-        return list(self.items.values())
+        for name in [n for n, c in self._items.items() if c.expire_at <= now]:
+            self.remove(name)
+        return list(self._items.values())
 
     def clear(self) -> None:
-        self.items.clear()
+        self._items.clear()
+        self._recent.clear()
+        self._keywords = 0

@@ -1,7 +1,11 @@
 """Simulator settings: a global default profile, per-vendor and per-model overrides, a seed.
 
 A profile is what one (vendor, model) pair behaves like: latency distribution, fault rates,
-`retry-after`, context window, minimum cacheable prompt and how long a `timeout` fault hangs.
+`retry-after`, context window, minimum cacheable prompt, how long a `timeout` fault hangs, and
+`prefill_s_per_mtok`: extra seconds per million uncached prompt tokens, waited before the
+first byte of a successful answer (on top of the latency) and by a Gemini cachedContents
+create. Tokens read from a cache (Anthropic cache reads, OpenAI `cached_tokens`, Gemini
+`cachedContentTokenCount`) are free; cache writes count, as real prefill happens. Default 0.
 Lookup for each field, most specific first: the exact model name, then model-name prefixes
 (longest first, e.g. `claude-opus` before `claude`), then the vendor, then `defaults`. The
 first layer that sets a field wins; `latency` and `faults` are taken whole, not merged.
@@ -10,7 +14,7 @@ Vendors are the URL prefixes: anthropic, openai, deepseek, compat, gemini.
 
 `with_overrides(latency_s=S, error_rate=R)` is what the CLI flags do: every request waits a
 fixed S seconds, and R is spread as 60% 429, 20% 500, 20% 503 (other fault rates 0). Both
-replace whatever the file set at any layer.
+replace whatever the file set at any layer; other fields (`prefill_s_per_mtok` too) stay.
 
 TOML, e.g.:
 
@@ -20,8 +24,11 @@ TOML, e.g.:
     latency = { kind = "lognormal", mean_s = 0.8, sigma = 0.5 }
     [vendors.anthropic.faults]
     rate_529 = 0.02
+    [vendors.gemini]
+    prefill_s_per_mtok = 2.0
     [models."gemini-2.5-pro"]
     min_cache_tokens = 4096
+    prefill_s_per_mtok = 4.0
 """
 
 from __future__ import annotations
@@ -113,6 +120,11 @@ class Profile(_Frozen):
     context_window: int = Field(default=128_000, gt=0)
     min_cache_tokens: int = Field(default=1024, ge=0)
     timeout_hang_s: float = Field(default=600.0, ge=0)
+    prefill_s_per_mtok: float = Field(default=0.0, ge=0)
+
+    def prefill_s(self, uncached_tokens: int) -> float:
+        """Seconds of prefill for a prompt with this many tokens not read from a cache."""
+        return self.prefill_s_per_mtok * max(uncached_tokens, 0) / 1_000_000
 
 
 class Overrides(_Frozen):
@@ -124,6 +136,7 @@ class Overrides(_Frozen):
     context_window: int | None = Field(default=None, gt=0)
     min_cache_tokens: int | None = Field(default=None, ge=0)
     timeout_hang_s: float | None = Field(default=None, ge=0)
+    prefill_s_per_mtok: float | None = Field(default=None, ge=0)
 
     def merged_over(self, base: Overrides) -> Overrides:
         return base.model_copy(update=self.model_dump(exclude_none=True))

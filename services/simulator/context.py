@@ -58,12 +58,15 @@ class SimContext:
             return Hangup()
         return None
 
-    async def before_first_byte(self, chosen: Plan, streaming: bool) -> float:
-        """Sleep until the first byte is due; returns the latency left for a stream's chunks."""
+    async def before_first_byte(
+        self, chosen: Plan, streaming: bool, prefill_s: float = 0.0
+    ) -> float:
+        """Sleep until the first byte is due (the prompt's prefill comes first, whole);
+        returns the latency left for a stream's chunks."""
         latency = chosen.latency_s
         first = latency * self.config.stream_first_byte_share if streaming else latency
-        if first > 0:
-            await asyncio.sleep(first)
+        if first + prefill_s > 0:
+            await asyncio.sleep(first + prefill_s)
         return latency - first
 
 

@@ -5,10 +5,13 @@ and cachedContents create / get / list / patch / delete.
 `promptTokenCount` includes the cached tokens; a request naming `cachedContent` also gets
 `cachedContentTokenCount`. The cache rules of the real API are enforced: same model, no
 `systemInstruction` / `tools` / `toolConfig` next to a cache, a minimum size, 404 once gone.
+A cache keeps its document blocks' keywords, so answers that use it can cite them; creating
+one waits the profile's prefill for its tokens, generating with one does not for those.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import re
@@ -19,6 +22,7 @@ from typing import Any
 
 from services.simulator import text as answers
 from services.simulator.caching import GeminiCache
+from services.simulator.citations import Document, documents
 from services.simulator.config import Profile
 from services.simulator.context import SimContext, paced
 from services.simulator.http import (
@@ -188,6 +192,8 @@ class GeminiAPI:
         if version not in VERSIONS:
             raise Refusal(error(404, f"Unknown API version in {path}"))
         body = _body(request)
+        if rest == "cachedContents" and request.method == "POST":
+            return await self._create_cache(body, call, time.time())
         if rest == "cachedContents" or rest.startswith("cachedContents/"):
             return self._caches(request, rest, body, call)
         model, _, verb = rest.removeprefix("models/").partition(":")
@@ -263,9 +269,11 @@ class GeminiAPI:
         parts, last_user = prompt(body)
         prompt_tokens = total(parts)
         cached: int | None = None  # set when the request names a cache
+        cited: tuple[Document, ...] = ()
         if body.get("cachedContent"):
             cache = self._use_cache(model, body)
             cached = cache.tokens
+            cited = cache.documents
             prompt_tokens += cached
             # The answer depends on the cached content too, not only on its name.
             parts = [part("cache", cache.content_key), *parts]
@@ -290,7 +298,7 @@ class GeminiAPI:
             hang = await self.ctx.before_error(chosen, profile)
             return hang or fault_response(chosen.fault, model, profile)
 
-        reply = answers.answer(model, parts, last_user, max_tokens)
+        reply = answers.answer(model, parts, last_user, max_tokens, cited)
         finish = "MAX_TOKENS" if reply.truncated else "STOP"
         response_id = uuid.uuid4().hex[:22]
 
@@ -318,7 +326,8 @@ class GeminiAPI:
             }
 
         sse_stream = streaming and request.query.get("alt") == ["sse"]
-        spread = await self.ctx.before_first_byte(chosen, sse_stream)
+        prefill = profile.prefill_s(prompt_tokens - (cached or 0))
+        spread = await self.ctx.before_first_byte(chosen, sse_stream, prefill)
         if not streaming:
             return json_response(200, chunk(reply.text, reply.tokens, finish))
         pieces = answers.pieces(reply.text, 8) or [""]
@@ -337,8 +346,6 @@ class GeminiAPI:
     def _caches(self, request: Request, rest: str, body: dict[str, Any], call: Call) -> Reply:
         now = time.time()
         store = self.ctx.gemini_caches
-        if rest == "cachedContents" and request.method == "POST":
-            return self._create_cache(body, call, now)
         if rest == "cachedContents" and request.method == "GET":
             return self._list_caches(request, now)
         cache = store.get(rest, now) if rest != "cachedContents" else None
@@ -346,7 +353,7 @@ class GeminiAPI:
             raise Refusal(error(404, f"CachedContent not found (or expired): {rest}"))
         call.model = _bare(cache.model)
         if request.method == "DELETE":
-            del store.items[cache.name]
+            store.remove(cache.name)
             return json_response(200, {})
         if request.method == "PATCH":
             expiry = _expiry(body, now) if ("ttl" in body or "expireTime" in body) else None
@@ -358,7 +365,7 @@ class GeminiAPI:
             cache.updated = _rfc3339(now)
         return json_response(200, cache_json(cache))
 
-    def _create_cache(self, body: dict[str, Any], call: Call, now: float) -> Response:
+    async def _create_cache(self, body: dict[str, Any], call: Call, now: float) -> Response:
         model = body.get("model")
         if not isinstance(model, str) or not model:
             raise Refusal(error(400, "CachedContent.model is required."))
@@ -366,7 +373,8 @@ class GeminiAPI:
         call.model = _bare(model)
         parts, _ = prompt(body)
         tokens = total(parts)
-        minimum = self.ctx.profile(VENDOR, _bare(model)).min_cache_tokens
+        profile = self.ctx.profile(VENDOR, _bare(model))
+        minimum = profile.min_cache_tokens
         if tokens < minimum:
             raise Refusal(
                 error(
@@ -390,8 +398,11 @@ class GeminiAPI:
             expire_at=expiry,
             content_key=digest,
             display_name=str(display) if display is not None else None,
+            documents=tuple(documents(parts)),
         )
-        self.ctx.gemini_caches.items[cache.name] = cache
+        if (prefill := profile.prefill_s(tokens)) > 0:
+            await asyncio.sleep(prefill)  # writing the cache is prefilling it
+        self.ctx.gemini_caches.add(cache)
         return json_response(200, cache_json(cache))
 
     def _list_caches(self, request: Request, now: float) -> Response:

@@ -235,7 +235,8 @@ class OpenAIAPI:
             "system_fingerprint": "fp_sim",
         }
         streaming = bool(body.get("stream"))
-        spread = await self.ctx.before_first_byte(chosen, streaming)
+        prefill = profile.prefill_s(prompt_tokens - cached)
+        spread = await self.ctx.before_first_byte(chosen, streaming, prefill)
         headers = {"x-request-id": request_id("req_")}
         if shape == "responses":
             return json_response(

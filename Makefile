@@ -26,6 +26,7 @@ bench: install  ## benchmarks; each prints a table and one JSON line last
 	$(BIN)/python bench/vendors.py
 	$(BIN)/python bench/worker.py
 	$(BIN)/python bench/dispatcher.py
+	$(BIN)/python bench/megashard.py
 
 lint: install
 	$(BIN)/ruff check .

@@ -3,6 +3,8 @@
 swarm run SERVICE      start one service in the foreground (containers call this)
 swarm demo             a task through the bus and back, on a local Redis
 swarm plan WORKLOAD    tasks, cost and worker replicas per vendor for a workload file
+swarm shard ...        load context into a mega-shard, ask it, list shards
+swarm status [TASK]    the fleet and its shards, or one task's record
 swarm --version
 """
 
@@ -22,6 +24,7 @@ SERVICES: dict[str, str] = {
     "simulator": "services.simulator.main:run",
     "worker": "services.worker.main:run",
     "dispatcher": "services.dispatcher.main:run",
+    "megashard": "services.megashard.main:run",
 }
 PLANNED = ("dispatcher", "worker", "megashard", "collector", "simulator")
 
@@ -77,11 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser(
         "status",
-        help="where a task is: its record (state, vendor, model, reason, cost)",
-        description="Print a task's record from Redis: the dispatcher's routing decision and "
-        "the state workers moved it to. Uses REDIS_URL and SWARM_NAMESPACE.",
+        help="the fleet (live services, shards, context held), or one task's record",
+        description="Without TASK_ID: live members per service and vendor, and every shard "
+        "with its tokens and live replicas. With TASK_ID: the task's record (the "
+        "dispatcher's routing decision and the state workers moved it to). Uses REDIS_URL "
+        "and SWARM_NAMESPACE.",
     )
-    status.add_argument("task_id", help="the task's id")
+    status.add_argument("task_id", nargs="?", help="a task's id")
     status.add_argument("--json", action="store_true", help="print the record as JSON")
 
     plan = sub.add_parser(
@@ -106,6 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="tasks each replica holds at once (default: SWARM_MAX_IN_FLIGHT, else 256)",
     )
+
+    from services.cli import shard  # noqa: PLC0415 - its SDK imports are lazy
+
+    shard.add_parser(sub)
 
     demo = sub.add_parser(
         "demo",
@@ -226,6 +235,17 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0 if plan.vendors else 1
 
 
+def cmd_shard(args: argparse.Namespace) -> int:
+    from services.cli import shard  # noqa: PLC0415
+    from shared.runtime.logging import configure_logging  # noqa: PLC0415
+
+    configure_logging("error", json=False)
+    try:
+        return asyncio.run(shard.run(args))
+    except shard.ShardCommandError as exc:
+        raise CliError(str(exc)) from None
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     import json  # noqa: PLC0415
 
@@ -233,6 +253,13 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     from shared.runtime.settings import SwarmSettings  # noqa: PLC0415
 
+    if args.task_id is None:
+        from services.cli.status import fleet_status  # noqa: PLC0415
+
+        try:
+            return asyncio.run(fleet_status(as_json=args.json))
+        except ConnectionError as exc:
+            raise CliError(str(exc)) from None
     swarm = SwarmSettings()
     client = redis.Redis.from_url(swarm.redis_url.get_secret_value(), socket_timeout=5)
     try:
@@ -263,6 +290,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "route": cmd_route,
         "plan": cmd_plan,
         "status": cmd_status,
+        "shard": cmd_shard,
     }
     try:
         return handlers[args.command](args)

@@ -15,9 +15,9 @@ from typing import Protocol
 
 import structlog
 
-from services.worker.retry import backoff_s
 from services.worker.settings import WorkerSettings
 from shared.llm.accounting import account, account_error
+from shared.llm.backoff import backoff_s
 from shared.llm.base import LLMClient
 from shared.llm.errors import (
     AuthError,

@@ -241,6 +241,7 @@ class ContextClient:
 
         A live megashard member whose `shard_id` is `target` wins; else the live megashard
         members whose `specialty` is `target` (the least `in_flight` first, ties at random);
+        else a shard whose loaded context has that specialty, even with no replica up yet;
         else `target` itself, taken as a shard id: the query then waits in the shard's
         stream until that shard comes up (or the asker's deadline passes).
         """
@@ -253,7 +254,7 @@ class ContextClient:
             return target
         by_specialty = [m for m in shards if m.get("specialty") == target]
         if not by_specialty:
-            return target
+            return await self._loaded_shard_with(target) or target
         ranked = sorted(by_specialty, key=_load)
         best = [m for m in ranked if _load(m) == _load(ranked[0])]
         return random.choice(best)["shard_id"]
@@ -328,6 +329,22 @@ class ContextClient:
         return await pending.wait()
 
     # -- internals -------------------------------------------------------------------------
+    async def _loaded_shard_with(self, specialty: str) -> str | None:
+        """A shard whose loaded context has this specialty, live or not (its query then
+        waits in its stream for a replica): the first by id, for a stable choice."""
+        names = self._bus.names
+        ids = sorted(streamids.text(s) for s in await self._redis.smembers(names.shards))
+        if not ids:
+            return None
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for shard in ids:
+                pipe.hget(names.shard_head(shard), "specialty")
+            found = await pipe.execute()
+        for shard, value in zip(ids, found, strict=True):
+            if value is not None and streamids.text(value) == specialty:
+                return shard
+        return None
+
     def _forget(self, query_id: str) -> None:
         waiter = self._waiting.pop(query_id, None)
         if waiter is not None:

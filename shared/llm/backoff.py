@@ -1,4 +1,4 @@
-"""When to try a vendor call again. Pure."""
+"""When to try a vendor call again (workers and shards alike). Pure."""
 
 from __future__ import annotations
 

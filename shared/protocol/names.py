@@ -105,6 +105,54 @@ class Names:
         return self._k("spend", str(period), kind, name)
 
     def task_findings(self, task_id: str) -> str:
-        """List of a task's finding ids. The id comes last in every per-task key, so no
-        task id (even one containing ':') can name another task's key."""
+        """Hash of a task's findings (finding id -> finding JSON), written by the collector.
+        The id comes last in every per-task key, so no task id (even one containing ':')
+        can name another task's key."""
         return self._k("findings", task_id)
+
+    # -- findings collector ----------------------------------------------------------------
+    def task_summary(self, task_id: str) -> str:
+        """Hash: the collector's view of one task (status, vendor, model, tokens, cost)."""
+        return self._k("collected", task_id)
+
+    def run_tasks(self, run_id: str) -> str:
+        """Hash: task id -> status, for every task of a run (or task type) the collector saw."""
+        return self._k("run", run_id)
+
+    def run_info(self, run_id: str) -> str:
+        """Hash: what is known of a run as a whole (expected task count, finished count)."""
+        return self._k("runinfo", run_id)
+
+    @property
+    def totals(self) -> str:
+        """Hash: running totals per vendor and model (`<vendor>|<model>|<field>` -> number)."""
+        return self._k("totals")
+
+    # -- mega-shards -----------------------------------------------------------------------
+    # Shard ids are names (lower-case letters, digits, '_', '.', '-'), so `shard:<id>:...`
+    # keys cannot collide.
+    @property
+    def shards(self) -> str:
+        """Set of every shard id that has had context loaded."""
+        return self._k("shards")
+
+    def shard_head(self, shard: str) -> str:
+        """Hash: a shard's current version, vendor, model, specialty, tokens, documents."""
+        return self._k("shard", shard, "head")
+
+    def shard_version(self, shard: str, version: int) -> str:
+        """String: the manifest (JSON) of one version of a shard's context; never changes."""
+        return self._k("shard", shard, "v", str(version))
+
+    def shard_cache(self, shard: str, version: int) -> str:
+        """Hash: the vendor-side cache of one context version (name, expiry, accounting)."""
+        return self._k("shard", shard, "cache", str(version))
+
+    def blob(self, digest: str) -> str:
+        """String: one document's text, addressed by its SHA-256 (shared by every shard)."""
+        return self._k("blob", digest)
+
+    def shard_reply(self, query_id: str) -> str:
+        """String: a context reply already sent, so a redelivered query is answered again
+        without a second vendor call."""
+        return self._k("shard-reply", query_id)

@@ -53,6 +53,15 @@ class Metrics:
     tasks: Counter
     retries: Counter
     ratelimit_wait: Histogram
+    shard_queries: Counter
+    shard_context_tokens: Gauge
+    shard_cache_events: Counter
+    shard_cache_tokens: Counter
+    shard_cost: Counter
+    collector_findings: Counter
+    collector_tasks: Counter
+    collector_tokens: Counter
+    collector_cost: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> Metrics:
@@ -187,6 +196,62 @@ class Metrics:
                 "Time a call waited for shared rate-limit capacity before it was sent.",
                 ["vendor", "model"],
                 buckets=_LATENCY_BUCKETS,
+                registry=reg,
+            ),
+            shard_queries=Counter(
+                "swarm_shard_queries_total",
+                "Context queries a shard finished, by outcome (answered, failed, expired, "
+                "duplicate).",
+                ["shard", "outcome"],
+                registry=reg,
+            ),
+            shard_context_tokens=Gauge(
+                "swarm_shard_context_tokens",
+                "Tokens of context a shard holds (its current version, vendor-counted).",
+                ["shard", "vendor", "model"],
+                registry=reg,
+            ),
+            shard_cache_events=Counter(
+                "swarm_shard_cache_events_total",
+                "Vendor context-cache events (hit, miss, create, extend, delete, expired).",
+                ["shard", "event"],
+                registry=reg,
+            ),
+            shard_cache_tokens=Counter(
+                "swarm_shard_cache_tokens_total",
+                "Prompt tokens of shard queries, by kind (uncached, cache_read, cache_write).",
+                ["shard", "kind"],
+                registry=reg,
+            ),
+            shard_cost=Counter(
+                "swarm_shard_cost_usd_total",
+                "Dollar cost of a shard: queries, cache creation and cache storage.",
+                ["shard", "kind"],
+                registry=reg,
+            ),
+            collector_findings=Counter(
+                "swarm_collector_findings_total",
+                "Findings the collector took in, by outcome (stored, duplicate, superseded, "
+                "redelivered).",
+                ["outcome"],
+                registry=reg,
+            ),
+            collector_tasks=Counter(
+                "swarm_collector_tasks_total",
+                "Tasks finished, as the collector counted them once each, by status.",
+                ["vendor", "model", "status"],
+                registry=reg,
+            ),
+            collector_tokens=Counter(
+                "swarm_collector_tokens_total",
+                "Tokens of collected findings, by kind (input, output, cache_read, cache_write).",
+                ["vendor", "model", "kind"],
+                registry=reg,
+            ),
+            collector_cost=Counter(
+                "swarm_collector_cost_usd_total",
+                "Dollar cost of collected findings.",
+                ["vendor", "model"],
                 registry=reg,
             ),
         )

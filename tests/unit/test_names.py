@@ -10,7 +10,7 @@ import pytest
 
 from shared.protocol import DEFAULT_NAMESPACE, Names
 
-KEY_PROPERTIES = ("intake", "rejected", "findings", "dead_letter", "members")
+KEY_PROPERTIES = ("intake", "rejected", "findings", "dead_letter", "members", "totals", "shards")
 KEY_METHODS = (
     "vendor_tasks",
     "shard_queries",
@@ -19,9 +19,16 @@ KEY_METHODS = (
     "task",
     "task_findings",
     "task_done",
+    "task_summary",
+    "run_tasks",
+    "run_info",
+    "shard_head",
+    "blob",
+    "shard_reply",
 )
 PAIR_METHODS = ("rate_limit", "cooldown", "failures")  # (vendor, model)
 SPEND = "spend"  # (period, kind, name)
+SHARD_VERSIONED = ("shard_version", "shard_cache")  # (shard, version)
 
 NAMESPACES = ["swarm", "swarm2", "Swarm", "t0", "a", "a.b", "a-b", "a_b", "A.b-c_d", "x" * 64]
 
@@ -30,6 +37,7 @@ def _all_keys(names: Names, arg: str = "x1") -> dict[str, str]:
     keys = {attr: getattr(names, attr) for attr in KEY_PROPERTIES}
     keys.update({attr: getattr(names, attr)(arg) for attr in KEY_METHODS})
     keys.update({attr: getattr(names, attr)(arg, "m1") for attr in PAIR_METHODS})
+    keys.update({attr: getattr(names, attr)(arg, 7) for attr in SHARD_VERSIONED})
     return keys
 
 
@@ -42,7 +50,7 @@ def test_the_key_lists_above_cover_every_name_names_can_build() -> None:
         if not n.startswith("_") and callable(v) and not isinstance(v, staticmethod)
     }
     assert properties == set(KEY_PROPERTIES)
-    assert methods == set(KEY_METHODS) | set(PAIR_METHODS) | {SPEND}
+    assert methods == set(KEY_METHODS) | set(PAIR_METHODS) | set(SHARD_VERSIONED) | {SPEND}
 
 
 def test_default_namespace_is_swarm() -> None:
@@ -76,6 +84,16 @@ def test_every_default_key_is_pinned() -> None:
         "rate_limit": "swarm:ratelimit:x1:m1",
         "cooldown": "swarm:cooldown:x1:m1",
         "failures": "swarm:failures:x1:m1",
+        "totals": "swarm:totals",
+        "shards": "swarm:shards",
+        "task_summary": "swarm:collected:x1",
+        "run_tasks": "swarm:run:x1",
+        "run_info": "swarm:runinfo:x1",
+        "shard_head": "swarm:shard:x1:head",
+        "blob": "swarm:blob:x1",
+        "shard_reply": "swarm:shard-reply:x1",
+        "shard_version": "swarm:shard:x1:v:7",
+        "shard_cache": "swarm:shard:x1:cache:7",
     }
     assert Names().spend(20417, "vendor", "claude") == "swarm:spend:20417:vendor:claude"
 

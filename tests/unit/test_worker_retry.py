@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from services.worker.retry import backoff_s
+from shared.llm.backoff import backoff_s
 
 
 def test_backoff_grows_and_is_capped() -> None:

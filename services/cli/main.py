@@ -25,6 +25,7 @@ SERVICES: dict[str, str] = {
     "worker": "services.worker.main:run",
     "dispatcher": "services.dispatcher.main:run",
     "megashard": "services.megashard.main:run",
+    "collector": "services.collector.main:run",
 }
 PLANNED = ("dispatcher", "worker", "megashard", "collector", "simulator")
 

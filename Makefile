@@ -18,7 +18,7 @@ install: $(STAMP)  ## set up .venv (idempotent)
 test: install  ## the whole test suite, on a real Redis (REDIS_URL, Docker, or redis-server)
 	$(BIN)/pytest
 
-demo: install  ## tasks through the bus and back, on a local Redis
+demo: install  ## the whole swarm on this machine (simulated vendors unless keys are set)
 	$(BIN)/swarm demo
 
 bench: install  ## benchmarks; each prints a table and one JSON line last

@@ -1,128 +1,335 @@
-"""`swarm demo`: tasks go through the bus and come back as findings.
+"""`swarm demo` (the README's `make demo`): the whole swarm on this machine, in one command.
 
-It posts tasks the three ways users do (flat fields as `redis-cli XADD` writes them, a
-`data` JSON field, and a malformed one), runs a reference echo worker on the bus (real
-consumer group, heartbeat, batched atomic acks), and reads the findings and the rejection
-back from Redis. No LLM is called: the echo worker answers with the prompt, at $0.
+Redis: REDIS_URL, else a Redis on 127.0.0.1:6379, else a private `redis-server`. Vendors:
+the simulator, except those whose key is set (ANTHROPIC_API_KEY, GOOGLE_API_KEY,
+OPENAI_API_KEY, DEEPSEEK_API_KEY), which are called for real. Every service is its own
+process (`swarm run ...`, logs in the log folder): the dispatcher, one worker per vendor
+with the original design's 40 workers as in-flight capacity, a Gemini history shard loaded
+with five years of operations history, and the collector. The workload (200 research tasks
+of mixed complexity, a fifth of them asking the shard, plus one malformed task) is posted
+as one run; progress is shown until the collector has every finding; then a table per
+vendor, the cost against one premium model, and where the findings are. Ctrl-C (or the
+end) stops every service with SIGTERM, so each drains and leaves the fleet cleanly.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
 import time
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from shared.bus import DeadLetter, Delivery, Handler, Outgoing, serve, service_context
-from shared.protocol import DecodeError, Finding, Task, decode, encode, encode_data
-from shared.runtime.settings import BusSettings, SwarmSettings
+import httpx
+from redis.asyncio import Redis
 
-DEMO_GROUP = "demo-echo"
+from services.cli.demo_report import build_report, format_report
+from services.cli.demo_workload import (
+    SHARD,
+    SHARD_SPECIALTY,
+    SIMULATOR_LATENCY_S,
+    WORKERS,
+    history_corpus,
+    research_tasks,
+)
+from services.cli.errors import CliError
+from services.cli.progress import WaitProgress
+from services.megashard.load import load_context
+from services.megashard.settings import DEFAULT_SHARD_MODEL
+from services.megashard.store import ContextStore
+from shared.bus.findings import expect_run, run_progress
+from shared.bus.membership import live_members
+from shared.llm.registry import build_client, price_table
+from shared.llm.settings import VendorSettings
+from shared.protocol import Names, encode_data
+from shared.runtime.net import free_port
+from shared.runtime.redis import connect, wait_ready
+from shared.runtime.settings import BusSettings
+
+KEY_ENV = {
+    "claude": "ANTHROPIC_API_KEY",
+    "gemini": "GOOGLE_API_KEY",
+    "openai": "OPENAI_API_KEY",
+    "deepseek": "DEEPSEEK_API_KEY",
+}
+_START_TIMEOUT_S = 45.0
+_STOP_GRACE_S = 15.0
 
 
-def echo(worker_id: str, findings_stream: str, rejected_stream: str) -> Handler:
-    async def handle(delivery: Delivery) -> list[Outgoing]:
+def add_parser(sub: Any) -> None:
+    demo = sub.add_parser(
+        "demo",
+        help="the whole swarm on this machine: dispatcher, workers, shard, collector",
+        description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    demo.add_argument("--tasks", type=int, default=200, help="research tasks (default 200)")
+    demo.add_argument(
+        "--namespace",
+        default="swarm-demo",
+        help="key namespace; its keys are deleted first (default: swarm-demo)",
+    )
+    demo.add_argument("--logs", type=Path, default=Path(".swarm-demo"), help="logs and exports")
+    demo.add_argument("--timeout", type=float, default=300.0, help="give up after, s (300)")
+    demo.add_argument("--json", action="store_true", help="end with the summary as one JSON line")
+
+
+def run(args: argparse.Namespace) -> int:
+    from services.cli.redis_finder import find_redis  # noqa: PLC0415
+    from shared.runtime.logging import configure_logging  # noqa: PLC0415
+
+    if args.tasks < 1:
+        raise CliError("--tasks must be at least 1")
+    configure_logging("error", json=False)
+    try:
+        with find_redis(os.environ.get("REDIS_URL")) as url:
+            return asyncio.run(run_demo(url, args))
+    except RuntimeError as exc:
+        raise CliError(str(exc)) from exc
+    except KeyboardInterrupt:
+        print("\nstopped: every service was sent SIGTERM and drained", file=sys.stderr)
+        return 130
+
+
+@dataclass
+class Fleet:
+    """The demo's processes."""
+
+    env: dict[str, str]
+    logs: Path
+    procs: dict[str, asyncio.subprocess.Process] = field(default_factory=dict)
+
+    async def start(self, name: str, *argv: str, env: Mapping[str, str] | None = None) -> None:
+        log = (self.logs / f"{name}.log").open("ab")
         try:
-            task = decode(Task, delivery.fields)
-        except DecodeError as exc:
-            raise DeadLetter(str(exc), field=exc.field, stream=rejected_stream) from exc
-        started = time.perf_counter()
-        finding = Finding(
-            task_id=task.task_id,
-            worker_id=worker_id,
-            vendor="demo",
-            model="echo",
-            summary=f"echo: {task.prompt}",
-            cost_usd=0.0,
-            task_type=task.task_type,
-            latency_ms=(time.perf_counter() - started) * 1000,
-            attempt=task.attempt,
-        )
-        return [Outgoing(findings_stream, encode(finding))]
-
-    return handle
-
-
-async def run_demo(redis_url: str, namespace: str) -> int:
-    swarm = SwarmSettings(REDIS_URL=redis_url, SWARM_NAMESPACE=namespace, METRICS_PORT=0)
-    settings = BusSettings(visibility_timeout_s=30)
-    async with service_context("demo", swarm, settings) as ctx:
-        names, bus = ctx.names, ctx.bus
-        flat = {
-            "prompt": "Research supplier terms",
-            "complexity": "simple",
-            "task_id": f"demo-flat-{int(time.time())}",
-        }
-        data = encode_data(
-            Task(
-                task_id=f"demo-json-{int(time.time())}",
-                prompt="Summarise 2020-2022 payment terms",
-                complexity="medium",
+            self.procs[name] = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "services.cli.main",
+                *argv,
+                env={**self.env, **(env or {})},
+                stdout=log,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C reaches us; we stop them, once, in order
             )
+        finally:
+            log.close()
+
+    def check(self) -> None:
+        for name, proc in self.procs.items():
+            if proc.returncode is not None:
+                tail = (self.logs / f"{name}.log").read_text(errors="replace")[-1500:]
+                raise CliError(f"{name} exited with code {proc.returncode}; its log ends:\n{tail}")
+
+    async def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGTERM)
+        waits = [p.wait() for p in self.procs.values()]
+        _, late = await asyncio.wait(
+            [asyncio.ensure_future(w) for w in waits], timeout=_STOP_GRACE_S
         )
-        bad = {"prompt": "", "complexty": "simple"}
-        print(f"posting 3 tasks to {names.intake}:")
-        print(
-            f"  redis-cli XADD {names.intake} '*' "
-            + " ".join(f'{k} "{v}"' for k, v in flat.items())
+        for proc in self.procs.values():
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+        if late:
+            await asyncio.wait(late, timeout=5)
+
+
+async def run_demo(url: str, args: argparse.Namespace) -> int:
+    names = Names(args.namespace)
+    args.logs.mkdir(parents=True, exist_ok=True)
+    redis = connect(url, BusSettings())
+    try:
+        await wait_ready(redis, url, 10)
+        await _clear(redis, names)
+        async with _fleet(url, names, args.logs) as (fleet, vendors):
+            say(f"loading the {SHARD} shard (five years of operations history) ...")
+            manifest = await _load_shard(redis, names, vendors)
+            say(
+                f"  {len(manifest.documents)} documents, {manifest.tokens:,} tokens "
+                f"({manifest.token_method})"
+            )
+            await _wait_ready(redis, names, fleet)
+            run_id = f"demo-{int(time.time())}"
+            tasks = research_tasks(args.tasks, run_id)
+            await expect_run(redis, names, run_id, len(tasks))
+            async with redis.pipeline(transaction=False) as pipe:
+                for task in tasks:
+                    pipe.xadd(names.intake, encode_data(task))  # type: ignore[arg-type]
+                pipe.xadd(names.intake, {"prompt": "", "complexity": "galactic"})  # malformed
+                await pipe.execute()
+            say(f"posted {len(tasks)} tasks as run {run_id} (and one malformed task)")
+            started = time.monotonic()
+            done = await _follow(
+                redis, names, fleet, run_id, total=len(tasks), timeout_s=args.timeout
+            )
+            elapsed = time.monotonic() - started
+            report = await build_report(redis, names, run_id, price_table(vendors))
+    finally:
+        await redis.aclose()
+    print(format_report(report, elapsed_s=elapsed, logs=args.logs, namespace=names.namespace))
+    if args.json:
+        print(json.dumps(report.as_json(elapsed_s=elapsed)))
+    return 0 if done and report.complete else 1
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+async def _clear(redis: Redis, names: Names) -> None:
+    keys = [k async for k in redis.scan_iter(match=f"{names.namespace}:*", count=1000)]
+    for i in range(0, len(keys), 500):
+        await redis.unlink(*keys[i : i + 500])
+
+
+@asynccontextmanager
+async def _fleet(url: str, names: Names, logs: Path) -> AsyncIterator[tuple[Fleet, VendorSettings]]:
+    env = {
+        **os.environ,
+        "REDIS_URL": url,
+        "SWARM_NAMESPACE": names.namespace,
+        "METRICS_PORT": "0",
+        "LOG_JSON": "1",
+        "LOG_LEVEL": "info",
+        "SWARM_HEARTBEAT_INTERVAL_S": "0.5",
+        "SWARM_HEARTBEAT_TTL_S": "2",
+        "SWARM_DRAIN_TIMEOUT_S": "10",
+        "SWARM_COLLECTOR_EXPORT_PATH": str(logs / "findings.jsonl"),
+    }
+    env.pop("SWARM_SIMULATOR_URL", None)
+    fleet = Fleet(env, logs)
+    try:
+        simulated = [v for v in WORKERS if not os.environ.get(KEY_ENV[v])]
+        sim_env: dict[str, str] = {}
+        if simulated:
+            port = free_port()
+            config = logs / "simulator.toml"
+            config.write_text(_simulator_config())
+            await fleet.start(
+                "simulator", "run", "simulator", "--port", str(port), "--config", str(config)
+            )
+            sim_env = {"SWARM_SIMULATOR_URL": f"http://127.0.0.1:{port}"}
+            await _wait_http(f"http://127.0.0.1:{port}/_sim/health", fleet)
+        real = [v for v in WORKERS if v not in simulated]
+        say(
+            f"vendors: {', '.join(simulated) or 'none'} simulated"
+            + (f"; {', '.join(real)} real (keys set)" if real else "")
         )
-        print(f"  redis-cli XADD {names.intake} '*' data '{data['data'][:60]}...'")
-        print(f"  redis-cli XADD {names.intake} '*' prompt \"\" complexty simple   (malformed)")
-        ids = [await bus.publish(names.intake, f) for f in (flat, data, bad)]
 
-        sub = bus.subscribe(names.intake, DEMO_GROUP, ctx.member_id)
-        await sub.start()
-        stop = asyncio.Event()
-        handler = echo(ctx.member_id, names.findings, names.rejected)
-        served = asyncio.create_task(serve(sub, handler, stop=stop, drain_timeout_s=5))
-        findings, rejections = await _await_results(
-            bus.redis,
-            names.findings,
-            rejected_stream=names.rejected,
-            task_ids={flat["task_id"], _task_id(data)},
-            bad_id=ids[2],
+        def vendor_env(vendor: str, capacity: int) -> dict[str, str]:
+            extra = {"SWARM_MAX_IN_FLIGHT": str(capacity)}
+            return {**extra, **(sim_env if vendor in simulated else {})}
+
+        await fleet.start("dispatcher", "run", "dispatcher")
+        await fleet.start("collector", "run", "collector")
+        for vendor, capacity in WORKERS.items():
+            await fleet.start(
+                f"worker-{vendor}",
+                "run",
+                "worker",
+                "--vendor",
+                vendor,
+                env=vendor_env(vendor, capacity),
+            )
+        await fleet.start(
+            "megashard", "run", "megashard", "--shard", SHARD, env=vendor_env("gemini", 64)
         )
-        stop.set()
-        await served
-
-    print(f"\nfindings in {names.findings}:")
-    for f in findings:
-        print(
-            f"  {f.task_id}: {f.summary!r} (vendor={f.vendor}, model={f.model}, "
-            f"status={f.status.value}, cost=${f.cost_usd:.2f})"
-        )
-    print(f"\nrejected in {names.rejected}:")
-    for r in rejections:
-        print(f"  entry {r['source_id']}: {r['reason']}")
-    print(f"\nlook for yourself: redis-cli XRANGE {names.findings} - +")
-    ok = len(findings) == 2 and len(rejections) == 1
-    print("demo ok" if ok else "demo FAILED: not every task came back")
-    return 0 if ok else 1
+        sim_url = sim_env.get("SWARM_SIMULATOR_URL") if "gemini" in simulated else None
+        shard_vendors = VendorSettings(SWARM_SIMULATOR_URL=sim_url)
+        yield fleet, shard_vendors
+    finally:
+        await fleet.stop()
+        say(f"stopped {len(fleet.procs)} processes; logs in {logs}/")
 
 
-def _task_id(fields: dict[str, str]) -> str:
-    return decode(Task, fields).task_id
-
-
-async def _await_results(
-    redis: Any,
-    findings_stream: str,
-    *,
-    rejected_stream: str,
-    task_ids: set[str],
-    bad_id: str,
-    timeout_s: float = 15.0,
-) -> tuple[list[Finding], list[dict[str, str]]]:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        raw = await redis.xrange(findings_stream, "-", "+")
-        findings = [f for f in (decode(Finding, e[1]) for e in raw) if f.task_id in task_ids]
-        rejected = [
-            {k.decode(): v.decode(errors="replace") for k, v in e[1].items()}
-            for e in await redis.xrange(rejected_stream, "-", "+")
+def _simulator_config() -> str:
+    lines = ["seed = 42"]
+    prefix = {"claude": "anthropic", "gemini": "gemini", "openai": "openai", "deepseek": "deepseek"}
+    for vendor, latency in SIMULATOR_LATENCY_S.items():
+        lines += [
+            f"[vendors.{prefix[vendor]}]",
+            f'latency = {{ kind = "lognormal", mean_s = {latency}, sigma = 0.35 }}',
         ]
-        rejected = [r for r in rejected if r.get("source_id") == bad_id]
-        if (len({f.task_id for f in findings}) == len(task_ids) and rejected) or (
-            time.monotonic() > deadline
-        ):
-            return findings, rejected
-        await asyncio.sleep(0.05)
+    lines += ["[vendors.deepseek.faults]", "rate_429 = 0.03"]  # shows retries at work
+    return "\n".join(lines) + "\n"
+
+
+async def _wait_http(url: str, fleet: Fleet) -> None:
+    deadline = time.monotonic() + _START_TIMEOUT_S
+    async with httpx.AsyncClient(timeout=1) as client:
+        while True:
+            fleet.check()
+            with contextlib.suppress(httpx.HTTPError):
+                if (await client.get(url)).status_code == 200:
+                    return
+            if time.monotonic() > deadline:
+                raise CliError(f"the simulator did not answer at {url}")
+            await asyncio.sleep(0.1)
+
+
+async def _load_shard(redis: Redis, names: Names, vendors: VendorSettings) -> Any:
+    model = DEFAULT_SHARD_MODEL["gemini"]
+    llm = build_client("gemini", vendors, model)
+    try:
+        return await load_context(
+            ContextStore(redis, names),
+            llm,
+            price_table(vendors),
+            shard=SHARD,
+            documents=history_corpus(),
+            model=model,
+            specialty=SHARD_SPECIALTY,
+        )
+    finally:
+        await llm.aclose()
+
+
+async def _wait_ready(redis: Redis, names: Names, fleet: Fleet) -> None:
+    wanted = {"dispatcher": 1, "collector": 1, "megashard": 1} | {f"worker-{v}": 1 for v in WORKERS}
+    deadline = time.monotonic() + _START_TIMEOUT_S
+    while True:
+        fleet.check()
+        members = await live_members(redis, names)
+        have = {s: sum(1 for m in members if m.get("service") == s) for s in wanted}
+        shard_loaded = any(
+            m.get("loaded_tokens", "0") != "0" for m in members if m.get("service") == "megashard"
+        )
+        if all(have[s] >= n for s, n in wanted.items()) and shard_loaded:
+            capacity = sum(int(m.get("capacity", "0") or 0) for m in members if m.get("vendor"))
+            say(f"swarm up: {len(members)} services, {capacity} tasks of worker capacity")
+            return
+        if time.monotonic() > deadline:
+            missing = [s for s, n in wanted.items() if have[s] < n]
+            raise CliError(
+                f"these services did not come up: {', '.join(missing)} (logs in {fleet.logs}/)"
+            )
+        await asyncio.sleep(0.2)
+
+
+async def _follow(
+    redis: Redis, names: Names, fleet: Fleet, run_id: str, *, total: int, timeout_s: float
+) -> bool:
+    deadline = time.monotonic() + timeout_s
+    with WaitProgress(total, "tasks") as bar:
+        while True:
+            fleet.check()
+            p = await run_progress(redis, names, run_id)
+            bar.update(p.finished, f"ok {p.ok}, failed {p.failed}")
+            if p.complete:
+                return True
+            if time.monotonic() > deadline:
+                say(f"timed out after {timeout_s:.0f}s with {total - p.finished} tasks unfinished")
+                return False
+            await asyncio.sleep(0.25)

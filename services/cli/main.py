@@ -1,10 +1,13 @@
 """`swarm`: one command for people and containers.
 
 swarm run SERVICE      start one service in the foreground (containers call this)
-swarm demo             a task through the bus and back, on a local Redis
+swarm demo             the whole swarm on this machine: 200 tasks, simulated vendors
 swarm plan WORKLOAD    tasks, cost and worker replicas per vendor for a workload file
 swarm shard ...        load context into a mega-shard, ask it, list shards
-swarm status [TASK]    the fleet and its shards, or one task's record
+swarm post PROMPT      post a task (or --file of tasks); --wait for the findings
+swarm status [TASK]    the fleet: members, streams, backlog, cost, shards; or one task
+swarm findings ...     every finding of a task, or a run's progress (--run)
+swarm dlq ...          list dead-lettered and rejected entries, replay them
 swarm --version
 """
 
@@ -18,6 +21,8 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 
+from services.cli.errors import CliError
+
 # Service name -> "module:function" taking the parsed args and returning an exit code.
 # Imported lazily, so `swarm` never loads a service (or its vendor SDK) it does not run.
 SERVICES: dict[str, str] = {
@@ -28,10 +33,6 @@ SERVICES: dict[str, str] = {
     "collector": "services.collector.main:run",
 }
 PLANNED = ("dispatcher", "worker", "megashard", "collector", "simulator")
-
-
-class CliError(Exception):
-    """A problem to report in one line, without a traceback."""
 
 
 def _version() -> str:
@@ -81,14 +82,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser(
         "status",
-        help="the fleet (live services, shards, context held), or one task's record",
-        description="Without TASK_ID: live members per service and vendor, and every shard "
-        "with its tokens and live replicas. With TASK_ID: the task's record (the "
-        "dispatcher's routing decision and the state workers moved it to). Uses REDIS_URL "
-        "and SWARM_NAMESPACE.",
+        help="the fleet (members, streams, backlog, cost, shards), or one task",
+        description="Without TASK_ID: live members per service and vendor with capacity and "
+        "in-flight work; every stream with its length and, per consumer group, pending "
+        "entries and lag; dead-letter and rejected counts; cost and tasks per vendor/model "
+        "so far; every shard with its tokens and live replicas. With TASK_ID: the "
+        "dispatcher's record (routing decision, state) with the collector's summary and "
+        "every finding. Uses REDIS_URL and SWARM_NAMESPACE.",
     )
     status.add_argument("task_id", nargs="?", help="a task's id")
-    status.add_argument("--json", action="store_true", help="print the record as JSON")
+    status.add_argument("--json", action="store_true", help="print it as one JSON object")
 
     plan = sub.add_parser(
         "plan",
@@ -117,16 +120,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     shard.add_parser(sub)
 
-    demo = sub.add_parser(
-        "demo",
-        help="send tasks through the bus and back",
-        description="Post tasks (flat fields, data JSON, and a malformed one), run an echo "
-        "worker on the bus, and print the findings and the rejection. Uses "
-        "REDIS_URL, else Redis on 127.0.0.1:6379, else starts redis-server.",
-    )
-    demo.add_argument(
-        "--namespace", default="swarm-demo", help="key namespace for the demo (default: swarm-demo)"
-    )
+    from services.cli import dlq, findings, post  # noqa: PLC0415
+
+    post.add_parser(sub)
+    findings.add_parser(sub)
+    dlq.add_parser(sub)
+
+    from services.cli import demo  # noqa: PLC0415
+
+    demo.add_parser(sub)
     return parser
 
 
@@ -161,16 +163,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from services.cli.demo import run_demo  # noqa: PLC0415 - keep `swarm --help` light
-    from services.cli.redis_finder import find_redis  # noqa: PLC0415
-    from shared.runtime.logging import configure_logging  # noqa: PLC0415
+    from services.cli import demo  # noqa: PLC0415
 
-    configure_logging("error", json=False)
-    try:
-        with find_redis(os.environ.get("REDIS_URL")) as url:
-            return asyncio.run(run_demo(url, args.namespace))
-    except RuntimeError as exc:
-        raise CliError(str(exc)) from exc
+    return demo.run(args)
 
 
 def cmd_route(args: argparse.Namespace) -> int:
@@ -248,39 +243,31 @@ def cmd_shard(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    import json  # noqa: PLC0415
-
-    import redis  # noqa: PLC0415
-
-    from shared.runtime.settings import SwarmSettings  # noqa: PLC0415
-
     if args.task_id is None:
-        from services.cli.status import fleet_status  # noqa: PLC0415
+        from services.cli.status import fleet_status, run_async  # noqa: PLC0415
 
-        try:
-            return asyncio.run(fleet_status(as_json=args.json))
-        except ConnectionError as exc:
-            raise CliError(str(exc)) from None
-    swarm = SwarmSettings()
-    client = redis.Redis.from_url(swarm.redis_url.get_secret_value(), socket_timeout=5)
-    try:
-        raw = client.hgetall(swarm.names.task(args.task_id))
-    except redis.RedisError as exc:
-        raise CliError(f"Redis at {swarm.redis_url_redacted}: {exc}") from None
-    finally:
-        client.close()
-    if not raw:
-        raise CliError(
-            f"no record of task {args.task_id!r} in namespace {swarm.namespace!r} "
-            "(unknown, expired, or posted straight to a vendor stream)"
-        )
-    record = {k.decode(): v.decode(errors="replace") for k, v in raw.items()}  # type: ignore[union-attr]
-    if args.json:
-        print(json.dumps(record, indent=2, sort_keys=True))
-    else:
-        for key in sorted(record):
-            print(f"{key:>20}  {record[key]}")
-    return 0
+        return run_async(fleet_status(as_json=args.json))
+    from services.cli.findings import task_status  # noqa: PLC0415
+
+    return task_status(args.task_id, as_json=args.json)
+
+
+def cmd_post(args: argparse.Namespace) -> int:
+    from services.cli import post  # noqa: PLC0415
+
+    return post.run(args)
+
+
+def cmd_findings(args: argparse.Namespace) -> int:
+    from services.cli import findings  # noqa: PLC0415
+
+    return findings.run(args)
+
+
+def cmd_dlq(args: argparse.Namespace) -> int:
+    from services.cli import dlq  # noqa: PLC0415
+
+    return dlq.run(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -292,6 +279,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "plan": cmd_plan,
         "status": cmd_status,
         "shard": cmd_shard,
+        "post": cmd_post,
+        "findings": cmd_findings,
+        "dlq": cmd_dlq,
     }
     try:
         return handlers[args.command](args)

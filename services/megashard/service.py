@@ -9,6 +9,7 @@ without an answer: nobody waits for it, and it would be paid for nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -86,17 +87,31 @@ async def run_megashard(
         )
         ctx.live_info.append(shard.info)
         ctx.live_info.append(lambda: {"in_flight": str(sub.in_flight)})
+        watching = asyncio.create_task(_watch(shard, stop, settings), name="shard-watch")
         try:
-            try:  # load now, so the heartbeat says what we hold before the first query
-                await shard.current()
-            except Exception as exc:
-                log.warning("shard.no_context_yet", error=str(exc))
             await sub.start()
             handler = make_handler(shard, names, settings, ctx.metrics, redis_get=redis.get)
             await serve(sub, handler, stop=stop, drain_timeout_s=bus_settings.drain_timeout_s)
         finally:
+            stop.set()
+            await watching
             await shard.aclose()
     return 0
+
+
+async def _watch(shard: Shard, stop: asyncio.Event, settings: ShardSettings) -> None:
+    """Load the head version while idle too, so the heartbeat says what the shard holds
+    (and a new version is read) before the next query needs it."""
+    said = False
+    while not stop.is_set():
+        try:
+            await shard.current()
+        except Exception as exc:  # nothing loaded yet, or Redis away: say it once, go on
+            if not said:
+                log.warning("shard.no_context_yet", error=str(exc))
+                said = True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), max(settings.version_check_s, 1.0))
 
 
 def make_handler(

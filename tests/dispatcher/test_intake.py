@@ -173,7 +173,7 @@ async def test_swarm_status_shows_where_a_task_went(
         env=env,
     )
     assert res.returncode == 0, res.stderr
-    record = json.loads(res.stdout)
+    record = json.loads(res.stdout)["record"]  # the dispatcher's part of the task's view
     assert record["state"] == "routed" and record["vendor"] == vendor
     missing = await asyncio.to_thread(
         subprocess.run,

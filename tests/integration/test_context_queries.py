@@ -13,7 +13,6 @@ from redis.asyncio import Redis
 
 from shared.bus import Bus, Delivery, Heartbeat, Outgoing, serve
 from shared.bus.context_client import ContextClient, ContextUnavailable
-from shared.bus.context_responder import serve_static_context
 from shared.protocol import (
     ContextQuery,
     ContextReply,
@@ -24,6 +23,7 @@ from shared.protocol import (
     encode,
 )
 from shared.runtime.settings import BusSettings
+from tests.static_shard import serve_static_context
 from tests.waiting import eventually
 
 DOCS = {

@@ -7,10 +7,10 @@ import asyncio
 from redis.asyncio import Redis
 
 from shared.bus import Bus, Heartbeat
-from shared.bus.context_responder import serve_static_context
 from shared.protocol import Names
 from shared.runtime.metrics import Metrics
 from shared.runtime.settings import BusSettings
+from tests.static_shard import serve_static_context
 from tests.worker.conftest import StartWorker, post, wait_findings
 
 

@@ -1,8 +1,8 @@
-"""A stand-in shard that answers ContextQuery messages from a fixed set of documents.
-
-For tests and the offline demo only. The real mega-shard (a long-context model over a
-whole corpus, built in a later issue) replaces it; this one has no model, no index and no
-cost. It follows the same protocol, so a worker cannot tell the difference on the wire:
+"""A test double of a mega-shard: answers ContextQuery messages from a fixed set of
+documents, with no model and no cost, for tests of the asking side (ContextClient, the
+worker) that should not depend on a vendor. The real shard is services/megashard; tests in
+tests/megashard run it. This one follows the same protocol, so a worker cannot tell the
+difference on the wire:
 
 * it consumes `names.shard_queries(shard_id)` in the `megashard` group, through the bus
   (at-least-once delivery, reclaim, dead-lettering);

@@ -61,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--vendor", help="worker: which vendor's tasks to take")
     run.add_argument("--shard", help="megashard: which shard to serve")
     run.add_argument("--port", type=int, help="simulator: port to listen on (default 8400)")
+    run.add_argument("--host", help="simulator: address to bind (default 127.0.0.1)")
     run.add_argument("--latency", type=float, help="simulator: mean latency of every model, s")
     run.add_argument("--error-rate", type=float, help="simulator: fault rate of every model")
     run.add_argument("--config", help="simulator: TOML file with per-vendor/model settings")

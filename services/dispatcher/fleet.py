@@ -12,6 +12,7 @@ from services.dispatcher.router import Fleet
 from shared.bus import Cooldowns, live_members
 from shared.bus.spend import SpendBook
 from shared.protocol import Names
+from shared.runtime.metrics import Metrics
 
 
 class FleetView:
@@ -35,14 +36,23 @@ class FleetView:
         self._type_caps = dict(task_type_caps or {})
         self.vendors_over_cap: dict[str, tuple[float, float]] = {}  # vendor -> (spent, cap)
         self.types_over_cap: dict[str, tuple[float, float]] = {}
+        self._members: dict[tuple[str, str], int] = {}
+        self._cooling: dict[tuple[str, str], float] = {}
+        self._spent: dict[tuple[str, str], tuple[float, float]] = {}  # (kind, name) -> (spent, cap)
 
     async def get(self) -> Fleet:
         if time.monotonic() - self._read_at >= self._refresh_s:
             live: dict[str, int] = {}
+            members: dict[tuple[str, str], int] = {}
             for member in await live_members(self._redis, self._names):
-                if member.get("service", "").startswith("worker-") and member.get("vendor"):
+                service = member.get("service", "")
+                key = (service, member.get("vendor") or member.get("shard_id") or "")
+                members[key] = members.get(key, 0) + 1
+                if service.startswith("worker-") and member.get("vendor"):
                     live[member["vendor"]] = live.get(member["vendor"], 0) + 1
-            cooling = frozenset((await self._cooldowns.cooling()).keys())
+            self._members = members
+            self._cooling = await self._cooldowns.cooling()
+            cooling = frozenset(self._cooling.keys())
             if self._spend is not None:
                 self.vendors_over_cap = await self._over(self._spend, "vendor", self._vendor_caps)
                 self.types_over_cap = await self._over(self._spend, "task_type", self._type_caps)
@@ -52,9 +62,22 @@ class FleetView:
             self._read_at = time.monotonic()
         return self._fleet
 
-    @staticmethod
     async def _over(
-        spend: SpendBook, kind: str, caps: Mapping[str, float]
+        self, spend: SpendBook, kind: str, caps: Mapping[str, float]
     ) -> dict[str, tuple[float, float]]:
         spent = await spend.spent(kind, list(caps))
+        for n, cap in caps.items():
+            self._spent[(kind, n)] = (spent[n], cap)
         return {n: (spent[n], cap) for n, cap in caps.items() if spent[n] >= cap}
+
+    def export(self, metrics: Metrics) -> None:
+        """The last read of the fleet as gauges: live members, cooldowns, budgets."""
+        metrics.fleet_members.clear()
+        for (service, vendor), n in self._members.items():
+            metrics.fleet_members.labels(service, vendor).set(n)
+        metrics.cooldown_active.clear()
+        for vendor, model in self._cooling:
+            metrics.cooldown_active.labels(vendor, model).set(1)
+        for (kind, name), (spent, cap) in self._spent.items():
+            metrics.budget_spent.labels(kind, name).set(spent)
+            metrics.budget_cap.labels(kind, name).set(cap)

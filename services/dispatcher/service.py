@@ -95,6 +95,14 @@ async def _export_fleet(
             await asyncio.wait_for(stop.wait(), max(every_s, 1.0))
 
 
+def rejection_label(field: str) -> str:
+    """The metric label for a rejection's field: bounded, so a field name the poster made
+    up (or a megabyte long) is counted as "unknown" instead of adding a series."""
+    top = field.split(".", 1)[0]
+    known = top in Task.model_fields or top in ("", "entry", "data")
+    return field if known and len(field) <= 64 else "unknown"
+
+
 class TaskClaims:
     """`claim(record, field, entry_id)`: True if this entry owns the task id (it set the
     field first, or set it before and is being redelivered)."""
@@ -259,4 +267,4 @@ class Intake:
         }
 
     def _reject_metric(self, field: str) -> None:
-        self.metrics.rejected.labels(field).inc()
+        self.metrics.rejected.labels(rejection_label(field)).inc()

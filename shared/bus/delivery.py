@@ -12,7 +12,8 @@ from shared.protocol import Rejection, encode_rejection
 if TYPE_CHECKING:
     from shared.bus.subscription import Subscription
 
-Fields = Mapping[str, str | bytes]
+# Entry fields to write; a dead-letter record keeps a non-UTF-8 original name as bytes.
+Fields = Mapping[str, str | bytes] | Mapping[str | bytes, str | bytes]
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,14 +45,19 @@ def encode_data(message: BaseModel) -> dict[str, str]:
 
 def encode_rejection(
     rejection: Rejection, original: Mapping[bytes, bytes] | Mapping[str, str]
-) -> dict[str, str | bytes]:
+) -> dict[str | bytes, str | bytes]:
     """The dead-letter record: the rejection's fields plus the original entry's fields,
     byte-exact, as `orig:<name>`, so it can be replayed as it was."""
-    out: dict[str, str | bytes] = dict(encode(rejection.model_copy(update={"original": {}})))
-    out.pop("original", None)
+    own = encode(rejection.model_copy(update={"original": {}}))
+    out: dict[str | bytes, str | bytes] = {k: v for k, v in own.items() if k != "original"}
     for key, value in original.items():
-        name = key.decode(errors="backslashreplace") if isinstance(key, bytes) else key
-        out[ORIGINAL_PREFIX + name] = value
+        if isinstance(key, str):
+            out[ORIGINAL_PREFIX + key] = value
+            continue
+        try:
+            out[ORIGINAL_PREFIX + key.decode()] = value
+        except UnicodeDecodeError:  # the name's own bytes: an escaped spelling could collide
+            out[ORIGINAL_PREFIX.encode() + key] = value
     return out
 
 
@@ -136,8 +141,10 @@ def decode(model: type[M], fields: RawFields) -> M:
         if key in json_fields:
             try:
                 values[key] = json.loads(value)
-            except json.JSONDecodeError as exc:
-                problems.append(FieldProblem(key, f"must be a JSON value here ({exc.msg})"))
+            except (ValueError, RecursionError) as exc:
+                problems.append(
+                    FieldProblem(key, f"must be a JSON value here ({_json_error(exc)})")
+                )
         else:
             values[key] = value
     if problems:
@@ -149,11 +156,17 @@ def decode_json(model: type[M], document: str | bytes) -> M:
     """Decode one JSON object into `model`, or raise DecodeError naming `data`."""
     try:
         obj = json.loads(document)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError too
         raise DecodeError([FieldProblem(DATA_FIELD, f"is not valid JSON ({exc})")]) from exc
     if not isinstance(obj, dict):
         raise DecodeError([FieldProblem(DATA_FIELD, "must be a JSON object")])
     return _validate(model, obj)
+
+
+def _json_error(exc: ValueError | RecursionError) -> str:
+    """Why json.loads refused: besides a JSONDecodeError it raises RecursionError (nested
+    too deep) and ValueError (an integer past Python's digit limit)."""
+    return exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
 
 
 def _validate(model: type[M], values: dict[str, Any]) -> M:

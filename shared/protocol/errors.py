@@ -25,12 +25,21 @@ class ProtocolError(Exception):
     """Base of every protocol error."""
 
 
+_SHOWN = 10
+_MAX_CHARS = 4000
+
+
 class DecodeError(ProtocolError):
     """The input does not decode to the expected message."""
 
     def __init__(self, problems: list[FieldProblem]) -> None:
         self.problems = problems
-        super().__init__("; ".join(str(p) for p in problems))
+        shown = "; ".join(str(p) for p in problems[:_SHOWN])
+        if len(problems) > _SHOWN:
+            shown += f"; and {len(problems) - _SHOWN:,} more problems"
+        if len(shown) > _MAX_CHARS:  # a reason is read by people and kept in Redis
+            shown = shown[:_MAX_CHARS] + "..."
+        super().__init__(shown)
 
     @property
     def field(self) -> str:

@@ -83,6 +83,18 @@ def _supported_version(v: int) -> int:
     return v
 
 
+def _at_most(limit: int) -> BeforeValidator:
+    """Refuse a list longer than `limit` before its items are validated: a poster's list of
+    400,000 bad items would otherwise cost seconds of CPU and a reason of megabytes."""
+
+    def check(v: object) -> object:
+        if isinstance(v, list | tuple) and len(v) > limit:
+            raise ValueError(f"has {len(v):,} items; at most {limit} are allowed")
+        return v
+
+    return BeforeValidator(check)
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -138,8 +150,8 @@ class Task(Message):
     max_output_tokens: Annotated[int, Field(gt=0, le=1_000_000)] | None = None
     run_id: Identifier | None = None
     attempt: Annotated[int, Field(ge=1)] = 1
-    excluded_vendors: tuple[Name, ...] = ()
-    history: tuple[AttemptRecord, ...] = ()
+    excluded_vendors: Annotated[tuple[Name, ...], _at_most(32)] = ()
+    history: Annotated[tuple[AttemptRecord, ...], _at_most(64)] = ()
     timestamp: Timestamp = Field(default_factory=_now)
 
 
@@ -155,7 +167,7 @@ class Finding(Message):
     error: str | None = Field(default=None, validate_default=True)
     summary: str = ""
     code: str | None = None
-    sources: tuple[str, ...] = ()
+    sources: Annotated[tuple[str, ...], _at_most(1000)] = ()
     confidence: Annotated[float, Field(ge=0, le=1)] | None = None
     input_tokens: Tokens = 0
     output_tokens: Tokens = 0
@@ -208,7 +220,7 @@ class ContextReply(Message):
     status: Annotated[Status, BeforeValidator(_lower)] = Status.OK
     error: str | None = None
     answer: str = ""
-    sources: tuple[str, ...] = ()
+    sources: Annotated[tuple[str, ...], _at_most(1000)] = ()
     context_tokens_searched: Tokens = 0
     input_tokens: Tokens = 0
     output_tokens: Tokens = 0

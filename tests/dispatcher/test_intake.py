@@ -185,3 +185,14 @@ async def test_swarm_status_shows_where_a_task_went(
         env=env,
     )
     assert missing.returncode == 2 and "no record of task 'nope'" in missing.stderr
+
+
+def test_rejection_metric_labels_stay_bounded_whatever_the_poster_sends() -> None:
+    from services.dispatcher.service import rejection_label  # noqa: PLC0415
+
+    assert rejection_label("urgency") == "urgency"
+    assert rejection_label("history.0.vendor") == "history.0.vendor"
+    assert rejection_label("") == ""
+    assert rejection_label("complexty") == "unknown"  # a typo the poster made
+    assert rejection_label("made-up-" + "z" * 500) == "unknown"
+    assert rejection_label("history." + "9" * 100) == "unknown"  # too long for a label

@@ -3,6 +3,7 @@ read from Redis at most once per refresh interval (not once per task)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Mapping
 
@@ -26,6 +27,7 @@ class FleetView:
         spend: SpendBook | None = None,
         vendor_caps: Mapping[str, float] | None = None,
         task_type_caps: Mapping[str, float] | None = None,
+        live_grace_s: float = 0.0,
     ) -> None:
         self._redis, self._names, self._cooldowns = redis, names, cooldowns
         self._refresh_s = refresh_s
@@ -37,6 +39,8 @@ class FleetView:
         self.vendors_over_cap: dict[str, tuple[float, float]] = {}  # vendor -> (spent, cap)
         self.types_over_cap: dict[str, tuple[float, float]] = {}
         self._members: dict[tuple[str, str], int] = {}
+        self._last_seen: dict[str, float] = {}  # vendor -> monotonic time a worker was live
+        self._live_grace_s = live_grace_s
         self._cooling: dict[tuple[str, str], float] = {}
         self._spent: dict[tuple[str, str], tuple[float, float]] = {}  # (kind, name) -> (spent, cap)
 
@@ -56,11 +60,34 @@ class FleetView:
             if self._spend is not None:
                 self.vendors_over_cap = await self._over(self._spend, "vendor", self._vendor_caps)
                 self.types_over_cap = await self._over(self._spend, "task_type", self._type_caps)
+            # A worker restarting, or a heartbeat late under load, is not a vendor gone: a
+            # vendor seen live within the grace period still takes work (its queue waits).
+            now = time.monotonic()
+            for vendor in live:
+                self._last_seen[vendor] = now
+            for vendor, seen in self._last_seen.items():
+                if vendor not in live and now - seen <= self._live_grace_s:
+                    live[vendor] = 1
             # A vendor over its period budget takes no new work, whatever its live workers.
             live = {v: n for v, n in live.items() if v not in self.vendors_over_cap}
             self._fleet = Fleet(live=live, cooling=cooling)
             self._read_at = time.monotonic()
         return self._fleet
+
+    @property
+    def ever_live(self) -> bool:
+        """Whether any worker has been seen since this dispatcher started."""
+        return bool(self._last_seen)
+
+    async def wait_for_workers(self, timeout_s: float) -> Fleet:
+        """The fleet once a worker is live, or as it is after `timeout_s` (a cold start)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self._read_at = float("-inf")  # read it now, not at the next refresh
+            fleet = await self.get()
+            if fleet.live or time.monotonic() >= deadline:
+                return fleet
+            await asyncio.sleep(min(0.25, max(deadline - time.monotonic(), 0.0)))
 
     async def _over(
         self, spend: SpendBook, kind: str, caps: Mapping[str, float]

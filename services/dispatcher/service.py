@@ -58,6 +58,7 @@ async def run_dispatcher(
             spend=SpendBook(redis, ctx.names, period_s=settings.budget_period_s),
             vendor_caps=settings.vendor_caps_usd,
             task_type_caps=settings.task_type_caps_usd,
+            live_grace_s=settings.live_grace_s,
         )
         sub = ctx.bus.subscribe(ctx.names.intake, Names.DISPATCHER_GROUP, ctx.member_id)
         await sub.start()
@@ -161,16 +162,13 @@ class Intake:
                 field="task_type",
                 stream=self.names.rejected,
             )
-        decision = route(task, self.policy, self.prices, fleet)
+        decision = await self._route(task, fleet)
         if decision.chosen is None and self.fleet.vendors_over_cap:
             over = ", ".join(
                 f"{v} (${s:.2f} of ${c:.2f})"
                 for v, (s, c) in sorted(self.fleet.vendors_over_cap.items())
             )
             decision = replace(decision, reason=f"{decision.reason}; over period budget: {over}")
-        if decision.chosen is None and not fleet.live and not self.fleet.vendors_over_cap:
-            # No worker has started yet: queue for the cheapest anyway, it will be served.
-            decision = route(task, self.policy, self.prices, Fleet.everyone_live())
         if decision.chosen is None:
             raise self._refuse(task, decision)
         chosen = decision.chosen
@@ -187,6 +185,34 @@ class Intake:
             Outgoing(self.names.vendor_tasks(chosen.vendor), encode(routed)),
             SetFields(self.names.task(task.task_id), record, self.settings.record_ttl_s),
         ]
+
+    async def _route(self, task: Task, fleet: Fleet) -> Decision:
+        """Route on the fleet as it is, leaning towards serving the task when the only
+        obstacle is a momentary view: at a cold start wait a little for workers; a task
+        pinned to a vendor waits in that vendor's queue for its workers; when every viable
+        model is cooling down, the least recently failed is still better than a refusal."""
+        decision = route(task, self.policy, self.prices, fleet)
+        if decision.chosen is not None:
+            return decision
+        if not self.fleet.ever_live:  # nobody has registered yet: give workers a moment
+            fleet = await self.fleet.wait_for_workers(self.settings.cold_start_wait_s)
+            decision = route(task, self.policy, self.prices, fleet)
+            if decision.chosen is None and not fleet.live and not self.fleet.vendors_over_cap:
+                # Still none: queue for the cheapest; its worker will serve it when it comes.
+                return route(task, self.policy, self.prices, Fleet.everyone_live())
+        pinned = task.vendor
+        if decision.chosen is None and pinned and pinned not in self.fleet.vendors_over_cap:
+            waiting = Fleet(live={**fleet.live, pinned: max(fleet.live.get(pinned, 0), 1)},
+                            cooling=fleet.cooling)  # fmt: skip
+            decision = route(task, self.policy, self.prices, waiting)
+            if decision.chosen is not None and fleet.live.get(pinned, 0) <= 0:
+                log.warning("task.queued_without_workers", vendor=pinned)
+        if decision.chosen is None and fleet.cooling:
+            calm = route(task, self.policy, self.prices, Fleet(live=fleet.live))
+            if calm.chosen is not None:
+                log.warning("task.routed_to_cooling_model", reason=decision.reason)
+                return replace(calm, reason=f"every viable model is cooling down; {calm.reason}")
+        return decision
 
     def _validate(self, delivery: Delivery) -> Task:
         try:
@@ -232,20 +258,20 @@ class Intake:
                 self.settings.record_ttl_s,
             ),
         )
-        if task.history:  # a worker handed it back: its poster is owed a finding
-            why = "; ".join([*(f"{h.vendor}: {h.error}" for h in task.history), decision.reason])
-            failed = Finding(
-                task_id=task.task_id,
-                worker_id="dispatcher",
-                vendor="dispatcher",
-                model="",
-                status=Status.FAILED,
-                error=why,
-                attempt=task.attempt,
-                task_type=task.task_type,
-                run_id=task.run_id,
-            )
-            effects = (*effects, Outgoing(self.names.findings, encode(failed)))
+        # Its poster is owed a finding (a failed one), so a run with it still completes.
+        why = "; ".join([*(f"{h.vendor}: {h.error}" for h in task.history), decision.reason])
+        failed = Finding(
+            task_id=task.task_id,
+            worker_id="dispatcher",
+            vendor="dispatcher",
+            model="",
+            status=Status.FAILED,
+            error=why,
+            attempt=task.attempt,
+            task_type=task.task_type,
+            run_id=task.run_id,
+        )
+        effects = (*effects, Outgoing(self.names.findings, encode(failed)))
         return DeadLetter(
             f"no route: {decision.reason}", field=field, stream=self.names.rejected, effects=effects
         )

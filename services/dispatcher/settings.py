@@ -25,3 +25,9 @@ class DispatcherSettings(BaseSettings):
     )
     budget_period_s: float = Field(default=86400.0, gt=0, description="caps reset every period")
     fleet_refresh_s: float = Field(default=1.0, gt=0, description="live workers and cooldowns")
+    live_grace_s: float = Field(
+        default=30.0, ge=0, description="a vendor seen live this recently still takes work"
+    )
+    cold_start_wait_s: float = Field(
+        default=10.0, ge=0, description="at start, how long a task waits for any worker"
+    )

@@ -90,7 +90,8 @@ async def dispatcher(redis_url: str, names: Names) -> AsyncIterator[Running]:
         stop,
         _swarm(redis_url, names, "dispatcher-fuzz"),
         _bus(),
-        DispatcherSettings(fleet_refresh_s=0.2),
+        # No workers here on purpose: routed tasks go to the cheapest model at once.
+        DispatcherSettings(fleet_refresh_s=0.2, cold_start_wait_s=0),
         VendorSettings(),
     )
     async for running in _running(coro, stop):

@@ -3,8 +3,12 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+# The benchmarks' own venvs: the peers and matplotlib are no project dependencies.
+BENCH_VENV     ?= .venv-bench
+BENCH_ARQ_VENV ?= .venv-bench-arq
+BENCH_STAMP    := $(BENCH_VENV)/.installed-stamp
 
-.PHONY: install test demo bench lint fmt typecheck check clean
+.PHONY: install test demo bench bench-env bench-ours bench-peers bench-report lint fmt typecheck check clean
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "swarmbus needs Python 3.11+"'
@@ -21,12 +25,36 @@ test: install  ## the whole test suite, on a real Redis (REDIS_URL, Docker, or r
 demo: install  ## the whole swarm on this machine (simulated vendors unless keys are set)
 	$(BIN)/swarm demo
 
-bench: install  ## benchmarks; each prints a table and one JSON line last
+$(BENCH_STAMP): bench/requirements-bench.txt bench/peers/requirements-arq.txt
+	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(BENCH_VENV)/bin/python -m pip install --quiet -r bench/requirements-bench.txt
+	test -x $(BENCH_ARQ_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_ARQ_VENV)
+	$(BENCH_ARQ_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(BENCH_ARQ_VENV)/bin/python -m pip install --quiet -r bench/peers/requirements-arq.txt
+	@touch $(BENCH_STAMP)
+
+bench-env: $(BENCH_STAMP)  ## the peers' venvs (.venv-bench, .venv-bench-arq), apart from .venv
+
+bench: install bench-env  ## every benchmark, one after another, then docs/benchmarks.md
+	$(MAKE) bench-ours
+	$(MAKE) bench-peers
+	$(MAKE) bench-report
+
+bench-ours: install  ## the project's own benchmarks; each prints a table, one JSON line last
 	$(BIN)/python bench/bus.py
 	$(BIN)/python bench/vendors.py
 	$(BIN)/python bench/worker.py
 	$(BIN)/python bench/dispatcher.py
 	$(BIN)/python bench/megashard.py
+	$(BIN)/python bench/swarm.py
+
+bench-peers: install bench-env  ## swarmbus against taskiq, arq, Celery and a raw redis-py loop
+	$(BENCH_VENV)/bin/python bench/peers/run.py --project-python $(BIN)/python \
+		--bench-python $(BENCH_VENV)/bin/python --arq-python $(BENCH_ARQ_VENV)/bin/python
+
+bench-report: bench-env  ## docs/benchmarks.md and docs/img/ from bench/results/*.json
+	$(BENCH_VENV)/bin/python bench/report.py
 
 lint: install
 	$(BIN)/ruff check .
@@ -42,4 +70,4 @@ typecheck: install
 check: lint typecheck test
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info
+	rm -rf $(VENV) $(BENCH_VENV) $(BENCH_ARQ_VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info

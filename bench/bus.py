@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import statistics
@@ -17,6 +16,7 @@ import time
 import uuid
 from typing import Any
 
+from benchlib import emit
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
@@ -140,15 +140,14 @@ async def main() -> None:
         f"{'swarmbus (publish/serve/ack)':<34}{bus_med:>14,.0f}{min(bus):>10,.0f}{max(bus):>10,.0f}"
     )
     print(f"ratio bus / faster raw loop: {bus_med / raw_med:.2f} (target >= 0.70)")
-    print(
-        json.dumps(
-            {
-                "bench": "bus",
-                "bus_msgs_per_s": round(bus_med),
-                "raw_msgs_per_s": round(raw_med),
-                "ratio": round(bus_med / raw_med, 3),
-            }
-        )
+    emit(
+        {
+            "bench": "bus",
+            "bus_msgs_per_s": round(bus_med),
+            "raw_msgs_per_s": round(raw_med),
+            "ratio": round(bus_med / raw_med, 3),
+        },
+        redis_url=args.redis_url,
     )
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import time
@@ -23,6 +22,7 @@ import uuid
 from collections import Counter
 from typing import Any
 
+from benchlib import emit
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
@@ -206,17 +206,15 @@ def main() -> None:
     print("routed: " + ", ".join(f"{v} {c:,}" for v, c in routed.most_common() if c))
     print(f"total routed {total:,} of {n:,}; rejected {rejected:,}")
     assert total == n, f"routed {total:,} entries across vendor streams, expected {n:,}"
-    print(
-        json.dumps(
-            {
-                "bench": "dispatcher",
-                "tasks": n,
-                "routed_per_s": round(routed_per_s),
-                "raw_redis_per_s": round(raw_per_s),
-                "ratio": round(ratio, 3),
-                "route_us_per_task": round(route_us, 1),
-            }
-        )
+    emit(
+        {
+            "bench": "dispatcher",
+            "tasks": n,
+            "routed_per_s": round(routed_per_s),
+            "raw_redis_per_s": round(raw_per_s),
+            "ratio": round(ratio, 3),
+            "route_us_per_task": round(route_us, 1),
+        }
     )
 
 

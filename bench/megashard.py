@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import statistics
@@ -29,6 +28,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
+from benchlib import emit
 from redis.asyncio import Redis
 
 from services.cli.redis_finder import find_redis
@@ -288,18 +288,16 @@ def main() -> None:
         "cached $/q: a query after the first (cache read + output + storage for one interval); "
         "$20: all queries, cache creation and idle tail included"
     )
-    print(
-        json.dumps(
-            {
-                "bench": "megashard",
-                "queries": args.queries,
-                "cases": [
-                    {k: (round(v, 6) if isinstance(v, float) else v) for k, v in r.items()}
-                    for r in rows
-                ],
-                "max_steady_ratio": round(max(float(r["steady_ratio"]) for r in rows), 4),
-            }
-        )
+    emit(
+        {
+            "bench": "megashard",
+            "queries": args.queries,
+            "cases": [
+                {k: (round(v, 6) if isinstance(v, float) else v) for k, v in r.items()}
+                for r in rows
+            ],
+            "max_steady_ratio": round(max(float(r["steady_ratio"]) for r in rows), 4),
+        }
     )
 
 

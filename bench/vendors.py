@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import httpx2
+from benchlib import emit
 
 from services.simulator.process import spawn_simulator
 from shared.llm.base import LLMClient
@@ -152,19 +153,17 @@ async def main() -> None:
         )
     adapters = {v: r for v, r in results.items() if v in VENDORS}
     worst = min(r["rps"] for r in adapters.values())
-    print(
-        json.dumps(
-            {
-                "bench": "vendors",
-                "concurrency": args.concurrency,
-                "ideal_rps": ideal,
-                "min_rps": round(worst, 1),
-                "min_fraction_of_ideal": round(worst / ideal, 3),
-                "rps": {v: round(r["rps"], 1) for v, r in results.items()},
-                "cpu_ms_per_req": {v: round(r["cpu_ms_per_req"], 3) for v, r in results.items()},
-                "failures": sum(int(r["failures"]) for r in results.values()),
-            }
-        )
+    emit(
+        {
+            "bench": "vendors",
+            "concurrency": args.concurrency,
+            "ideal_rps": ideal,
+            "min_rps": round(worst, 1),
+            "min_fraction_of_ideal": round(worst / ideal, 3),
+            "rps": {v: round(r["rps"], 1) for v, r in results.items()},
+            "cpu_ms_per_req": {v: round(r["cpu_ms_per_req"], 3) for v, r in results.items()},
+            "failures": sum(int(r["failures"]) for r in results.values()),
+        }
     )
 
 

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import openai
+from benchlib import emit
 from redis import Redis
 
 from services.cli.redis_finder import find_redis
@@ -439,22 +440,20 @@ def main() -> None:
         }
 
     ratio_1000 = ratio(1000) if 1000 in swarm else None
-    print(
-        json.dumps(
-            {
-                "bench": "worker",
-                "latency_s": args.latency,
-                "rounds": args.rounds,
-                "threads": THREADS,
-                "redis_pool": args.redis_pool or None,
-                "levels": {str(lv): level_json(lv) for lv in levels},
-                "ratio_at_1000": None if ratio_1000 is None else round(ratio_1000, 2),
-                "threads_tasks_per_s": round(
-                    statistics.median(t["tasks_per_s"] for t in threads.values()), 1
-                ),
-                "problems": problems,
-            }
-        )
+    emit(
+        {
+            "bench": "worker",
+            "latency_s": args.latency,
+            "rounds": args.rounds,
+            "threads": THREADS,
+            "redis_pool": args.redis_pool or None,
+            "levels": {str(lv): level_json(lv) for lv in levels},
+            "ratio_at_1000": None if ratio_1000 is None else round(ratio_1000, 2),
+            "threads_tasks_per_s": round(
+                statistics.median(t["tasks_per_s"] for t in threads.values()), 1
+            ),
+            "problems": problems,
+        }
     )
 
 

@@ -101,6 +101,11 @@ class Subscription:
         self._reader_id: int | None = None
         self._unblocking: asyncio.Task[None] | None = None
         self._gauge = metrics.in_flight.labels(stream, group)
+        # Labelled children looked up once: labels() per delivery was ~10% of the CPU of a
+        # no-op delivery (bench/peers/profile.py).
+        self._handle_seconds = metrics.handle_seconds.labels(stream, group)
+        self._outcomes: dict[str, Any] = {}
+        self._published: dict[str, Any] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -211,7 +216,12 @@ class Subscription:
             raise
         for effect in out:
             if isinstance(effect, Outgoing):
-                self._m.published.labels(effect.stream).inc()
+                counter = self._published.get(effect.stream)
+                if counter is None:
+                    counter = self._published[effect.stream] = self._m.published.labels(
+                        effect.stream
+                    )
+                counter.inc()
         self._settle(delivery, outcome)
 
     def _release(self, delivery: Delivery, outcome: str) -> None:
@@ -222,10 +232,13 @@ class Subscription:
         delivery.done = True
         if self._in_flight.pop(delivery.entry_id, None) is not None:
             self._gauge.dec()
-        self._m.deliveries.labels(self.stream, self.group, outcome).inc()
-        self._m.handle_seconds.labels(self.stream, self.group).observe(
-            time.monotonic() - delivery.started
-        )
+        counter = self._outcomes.get(outcome)
+        if counter is None:
+            counter = self._outcomes[outcome] = self._m.deliveries.labels(
+                self.stream, self.group, outcome
+            )
+        counter.inc()
+        self._handle_seconds.observe(time.monotonic() - delivery.started)
         self._update_room()
 
     def _free(self) -> int:

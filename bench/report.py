@@ -1,0 +1,710 @@
+"""Render docs/benchmarks.md and its plots (docs/img/bench-*.png) from bench/results/*.json.
+
+Nothing on the page is typed by hand: every number comes from a results file, each saved by
+its benchmark with the machine it ran on (bench/benchlib.py). A results file this script
+has no special section for gets a generic one (its headline numbers as a table, a bar
+chart per group of numbers), so a new benchmark appears without code here.
+
+    .venv-bench/bin/python bench/report.py      (needs matplotlib: make bench-env)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+from matplotlib.patches import Patch
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+DOC = ROOT / "docs" / "benchmarks.md"
+IMG = ROOT / "docs" / "img"
+ORDER = ("peers", "bus", "worker", "dispatcher", "vendors", "megashard", "swarm")
+TITLES = {
+    "peers": "swarmbus against its peers",
+    "bus": "Bus throughput against a per-message-ack loop",
+    "worker": "One worker process against the original threads",
+    "dispatcher": "Dispatcher throughput",
+    "vendors": "Vendor adapters under 1,000 concurrent requests",
+    "megashard": "Mega-shard: cached context against re-sending it",
+    "swarm": "The whole swarm under load",
+}
+OURS, PEER, RAW, IDEAL = "#1f77b4", "#9aa5b1", "#2ca02c", "#d62728"
+
+
+@dataclass
+class Record:
+    bench: str
+    path: Path
+    result: dict[str, Any]
+    details: dict[str, Any] | None
+    machine: dict[str, Any] | None
+    run: dict[str, Any] | None
+
+
+def load() -> list[Record]:
+    records = []
+    for path in sorted(RESULTS.glob("*.json")):
+        data = json.loads(path.read_text())
+        if isinstance(data, dict) and "result" in data and "machine" in data:
+            records.append(
+                Record(
+                    str(data.get("bench") or path.stem),
+                    path,
+                    data["result"],
+                    data.get("details"),
+                    data.get("machine"),
+                    data.get("run"),
+                )
+            )
+        else:  # a bare JSON line saved by someone else: still shown, generically
+            result = data if isinstance(data, dict) else {"value": data}
+            records.append(Record(path.stem, path, result, None, None, None))
+    rank = {name: i for i, name in enumerate(ORDER)}
+    return sorted(records, key=lambda r: (rank.get(r.bench, len(ORDER)), r.bench))
+
+
+# -- formatting ------------------------------------------------------------------------------
+def num(x: Any, spec: str = ",.0f") -> str:
+    if x is None:
+        return "n/a"
+    if isinstance(x, bool):
+        return "yes" if x else "no"
+    if isinstance(x, int | float):
+        if isinstance(x, float) and math.isinf(x):
+            return "∞"
+        return format(x, spec)
+    return str(x)
+
+
+def auto(x: Any) -> str:
+    """A number as a person would write it: thousands separated, sensible decimals."""
+    if isinstance(x, bool) or not isinstance(x, int | float):
+        return num(x)
+    if isinstance(x, int) or float(x).is_integer():
+        return f"{x:,.0f}"
+    mag = abs(x)
+    return f"{x:,.1f}" if mag >= 100 else f"{x:.3g}" if mag >= 0.001 else f"{x:.2e}"
+
+
+def table(head: list[str], rows: Iterable[list[str]], right: Iterable[int] = ()) -> list[str]:
+    align = ["---:" if i in set(right) else "---" for i in range(len(head))]
+    out = ["| " + " | ".join(head) + " |", "| " + " | ".join(align) + " |"]
+    out += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
+    return [*out, ""]
+
+
+def image(name: str, alt: str) -> str:
+    return f"![{alt}](img/{name})"
+
+
+def save(fig: Any, name: str) -> str:
+    IMG.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(IMG / name, dpi=110, bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)
+    return name
+
+
+def hbars(
+    name: str,
+    labels: list[str],
+    values: list[float],
+    *,
+    xlabel: str,
+    title: str,
+    colors: list[str] | None = None,
+    log: bool = False,
+    fmt: Callable[[float], str] = lambda v: f"{v:,.0f}",
+    line: tuple[float, str] | None = None,
+    legend: Iterable[tuple[str, str]] | None = None,
+) -> str:
+    fig, ax = plt.subplots(figsize=(8, 0.5 * len(labels) + 1.4))
+    ys = list(range(len(labels)))[::-1]
+    ax.barh(ys, values, color=colors or OURS)
+    ax.set_yticks(ys, labels)
+    top = max([*values, line[0] if line else 0, 1e-9])
+    if log:
+        ax.set_xscale("log")
+        ax.set_xlim(10 ** math.floor(math.log10(max(min(values), 1e-9))), top * 4)
+    else:
+        ax.set_xlim(0, top * 1.22)
+    for y, v in zip(ys, values, strict=True):
+        ax.text(v * (1.08 if log else 1) + (0 if log else top * 0.01), y, fmt(v), va="center")
+    handles = [Patch(color=c, label=lb) for c, lb in (legend or ())]
+    if line is not None:
+        handles.append(
+            ax.axvline(line[0], color=IDEAL, linestyle="--", linewidth=1.2, label=line[1])
+        )
+    if handles:
+        ax.legend(
+            handles=handles,
+            loc="upper center",
+            bbox_to_anchor=(0.5, -0.6 / max(0.5 * len(labels) + 0.5, 0.5)),  # under the label
+            ncol=len(handles),
+            fontsize="small",
+            frameon=False,
+        )
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    ax.grid(axis="x", alpha=0.3)
+    return save(fig, name)
+
+
+# -- machine and provenance ------------------------------------------------------------------
+MACHINE_KEYS = (("cpu", "CPU"), ("cores", "Cores"), ("ram_gib", "RAM (GiB)"), ("os", "OS"))
+
+
+def machine_section(records: list[Record]) -> list[str]:
+    known = [r for r in records if r.machine]
+    if not known:
+        return ["No results file records its machine.", ""]
+    out = ["## Machines and dates", ""]
+    head = ["Benchmark", "Date (UTC)", "Commit", *(label for _k, label in MACHINE_KEYS)]
+    head += ["Python", "Redis", "Load avg 1/5/15 min at the end"]
+    rows = []
+    for r in known:
+        m, run = r.machine or {}, r.run or {}
+        commit = run.get("commit") or "n/a"
+        if run.get("dirty_tree"):
+            commit += " (uncommitted changes)"
+        load = m.get("load_avg_1_5_15") or []
+        rows.append(
+            [
+                f"[{r.bench}](#{anchor(r.bench)})",
+                str(run.get("date", "n/a")).replace("T", " ").replace("+00:00", ""),
+                commit,
+                *(
+                    num(m.get(k), ",.1f") if k == "ram_gib" else num(m.get(k))
+                    for k, _ in MACHINE_KEYS
+                ),
+                num(m.get("python")),
+                num(m.get("redis")),
+                " / ".join(f"{x:.2f}" for x in load) or "n/a",
+            ]
+        )
+    out += table(head, rows)
+    out.append(
+        "Python is the interpreter that ran the benchmark's driver; the peers' own "
+        "interpreters and package versions are in their section. A load average above the "
+        "core count means other work shared the machine while the benchmark ran."
+    )
+    return [*out, ""]
+
+
+def anchor(bench: str) -> str:
+    return f"bench-{bench}"
+
+
+def provenance(r: Record) -> str:
+    run = r.run or {}
+    bits = [f"from `{r.path.relative_to(ROOT).as_posix()}`"]
+    if run.get("command"):
+        bits.append(f"command `{run['command']}`")
+    if run.get("date"):
+        bits.append(f"run {run['date']}")
+    return "Source: " + ", ".join(bits) + "."
+
+
+# -- peers -------------------------------------------------------------------------------
+def render_peers(r: Record) -> list[str]:
+    res, summary = r.result, (r.details or {}).get("summary", {})
+    noop, io = summary.get("noop", {}), summary.get("io", {})
+    rates = res.get("msgs_per_s", {})
+    walls = res.get("io_wall_s", {})
+    out = [
+        f"Each system drains the same {num(res.get('n'))} pre-filled messages (published "
+        "before its worker starts, through its own publish API) in one worker process of its "
+        "own, a fresh subprocess per run, through the same Redis; "
+        f"{num(res.get('rounds'))} rounds, interleaved, median shown. The clock runs from the "
+        "first handler call until the handler has run for every message and Redis shows all "
+        "of them acknowledged (polled every millisecond). The no-op run allows "
+        f"{num(res.get('in_flight'))} handlers at once; the I/O run sends "
+        f"{num(res.get('io_n'))} messages whose handler sleeps "
+        f"{num((res.get('io_sleep_s') or 0) * 1000, 'g')} ms without blocking, "
+        f"{num(res.get('io_in_flight'))} at once (ideal {num(res.get('io_ideal_s'), '.2f')} s). "
+        "The raw loops are the ceiling: XREADGROUP COUNT 100, the handler, one XACK per batch, "
+        "no framework; they run one handler at a time, so they have no I/O row.",
+        "",
+    ]
+    bus = rates.get("swarmbus")
+    rows = []
+    for label, rate in rates.items():
+        s = noop.get(label, {})
+        cfg = s.get("config", {})
+        ver = s.get("versions", {})
+        rows.append(
+            [
+                f"**{label}**" if label == "swarmbus" else label,
+                num(rate),
+                f"{num(s.get('msgs_per_s_min'))} to {num(s.get('msgs_per_s_max'))}",
+                num(bus / rate, ".2f") + "x" if bus and rate else "n/a",
+                num(s.get("cpu_us_per_msg"), ".1f"),
+                num(s.get("fill_s"), ".2f"),
+                ", ".join(f"{k} {v}" for k, v in cfg.items()),
+                ", ".join(f"{k} {v}" for k, v in ver.items()),
+            ]
+        )
+    out += ["### Throughput: no-op messages", ""]
+    out += table(
+        [
+            "System",
+            "msgs/s",
+            "range",
+            "swarmbus ÷ this",
+            "worker CPU µs/msg",
+            "fill s",
+            "Configuration",
+            "Versions",
+        ],
+        rows,
+        right=(1, 2, 3, 4, 5),
+    )
+    out += [
+        "*worker CPU µs/msg* is the worker process's own CPU time (user + system, all its "
+        "threads) over the clock's span, per message: unlike msgs/s it hardly moves when "
+        "other work shares the machine. *fill s* is the untimed pre-fill through the "
+        "system's publish API (shown, never compared: the APIs batch differently).",
+        "",
+    ]
+    if rates:
+        labels = list(rates)
+        colors = [
+            OURS if lb == "swarmbus" else RAW if lb.startswith("raw") else PEER for lb in labels
+        ]
+        name = hbars(
+            "bench-peers-throughput.png",
+            labels,
+            [float(rates[lb]) for lb in labels],
+            xlabel="messages per second (log scale), median",
+            title=f"{num(res.get('n'))} no-op messages, one worker process",
+            colors=colors,
+            log=True,
+            legend=[(OURS, "swarmbus"), (PEER, "peers"), (RAW, "raw redis-py loop (ceiling)")],
+        )
+        out += [image(name, "no-op messages per second by system"), ""]
+    if walls:
+        ideal = float(res.get("io_ideal_s") or 0)
+        rows = []
+        for label, wall in walls.items():
+            s = io.get(label, {})
+            rows.append(
+                [
+                    f"**{label}**" if label == "swarmbus" else label,
+                    num(wall, ".3f"),
+                    f"{num(s.get('seconds_min'), '.3f')} to {num(s.get('seconds_max'), '.3f')}",
+                    num(ideal / wall, ".0%") if wall else "n/a",
+                    num(s.get("in_flight")),
+                ]
+            )
+        out += ["### I/O overlap: handlers that wait", ""]
+        out += table(
+            ["System", "wall s", "range", "ideal ÷ wall", "in flight"], rows, right=(1, 2, 3, 4)
+        )
+        labels = list(walls)
+        name = hbars(
+            "bench-peers-io.png",
+            labels,
+            [float(walls[lb]) for lb in labels],
+            xlabel="wall time, seconds (lower is better), median",
+            title=f"{num(res.get('io_n'))} handlers sleeping "
+            f"{num((res.get('io_sleep_s') or 0) * 1000, 'g')} ms, "
+            f"{num(res.get('io_in_flight'))} in flight",
+            colors=[OURS if lb == "swarmbus" else PEER for lb in labels],
+            fmt=lambda v: f"{v:.2f} s",
+            line=(ideal, f"ideal {ideal:.2f} s"),
+        )
+        out += [image(name, "I/O overlap wall time by system"), ""]
+    return out
+
+
+def goals(records: list[Record]) -> list[str]:
+    peers = next((r for r in records if r.bench == "peers"), None)
+    if peers is None:
+        return []
+    res = peers.result
+    rates, walls = res.get("msgs_per_s", {}), res.get("io_wall_s", {})
+    cpu: dict[str, float] = res.get("cpu_us_per_msg", {})
+
+    def per_cpu(other: str | None, spec: str = ".2f", unit: str = "x") -> str:
+        """The same ratio on the worker's CPU per message instead of wall-clock msgs/s."""
+        mine, theirs = cpu.get("swarmbus"), cpu.get(other or "")
+        if not mine or not theirs:
+            return "n/a"
+        return f"{theirs / mine:{spec}}{unit} ({theirs:.1f} ÷ {mine:.1f} µs)"
+
+    rows = []
+    vs_peer, goal_peer = res.get("ratio_vs_best_peer"), res.get("goal_vs_best_peer")
+    if vs_peer is not None and goal_peer is not None:
+        best = res.get("best_peer")
+        rows.append(
+            [
+                f"no-op msgs/s against the best peer ({best}: {num(rates.get(best))})",
+                f"≥ {num(goal_peer, 'g')}x",
+                f"{num(vs_peer, '.2f')}x ({num(rates.get('swarmbus'))})",
+                per_cpu(best),
+                "met" if vs_peer >= goal_peer else "**missed**",
+            ]
+        )
+    vs_raw, goal_raw = res.get("ratio_vs_raw"), res.get("goal_vs_raw")
+    if vs_raw is not None and goal_raw is not None:
+        raw = res.get("raw_ceiling")
+        rows.append(
+            [
+                f"no-op msgs/s against the raw loop ({raw}: {num(rates.get(raw))})",
+                f"≥ {num(goal_raw, '.0%')}",
+                f"{num(vs_raw, '.1%')}",
+                per_cpu(raw, ".1%", ""),
+                "met" if vs_raw >= goal_raw else "**missed**",
+            ]
+        )
+    if "swarmbus" in walls and res.get("io_ideal_s"):
+        wall, ideal = walls["swarmbus"], res["io_ideal_s"]
+        others = {k: v for k, v in walls.items() if k != "swarmbus"}
+        best = min(others, key=others.__getitem__) if others else None
+        rows.append(
+            [
+                f"I/O overlap wall time (ideal {num(ideal, '.2f')} s"
+                + (f"; best peer {best}: {num(others[best], '.3f')} s)" if best else ")"),
+                "close to ideal",
+                f"{num(wall, '.3f')} s ({num(ideal / wall, '.0%')} of ideal)",
+                "",
+                "—",
+            ]
+        )
+    if not rows:
+        return []
+    head = ["Goal", "Target", "Measured", "Same ratio on worker CPU per message", "Verdict"]
+    return [
+        "## Goals",
+        "",
+        *table(head, rows),
+        "The goals are judged on the measured msgs/s (median of the rounds). The CPU column "
+        "is the same comparison on the worker's own CPU time per message, which holds still "
+        "when other work shares the machine.",
+        "",
+    ]
+
+
+# -- the project's other benchmarks ----------------------------------------------------------
+def render_bus(r: Record) -> list[str]:
+    res = r.result
+    rows = [
+        ["swarmbus (publish, serve, batched ack)", num(res.get("bus_msgs_per_s"))],
+        ["raw redis-py, XACK per message (faster client)", num(res.get("raw_msgs_per_s"))],
+        ["ratio", num(res.get("ratio"), ".2f")],
+    ]
+    out = [
+        "N no-op messages published and then consumed in one process, the publish inside the "
+        "clock, beside a raw loop that acks each message alone.",
+        "",
+        *table(["Loop", "msgs/s"], rows, right=(1,)),
+    ]
+    if res.get("bus_msgs_per_s") and res.get("raw_msgs_per_s"):
+        name = hbars(
+            "bench-bus.png",
+            ["swarmbus", "raw, XACK each"],
+            [float(res["bus_msgs_per_s"]), float(res["raw_msgs_per_s"])],
+            xlabel="messages per second",
+            title="publish + consume + ack, one process",
+            colors=[OURS, RAW],
+        )
+        out += [image(name, "bus against the per-message-ack loop"), ""]
+    return out
+
+
+def render_worker(r: Record) -> list[str]:
+    res = r.result
+    levels: dict[str, dict[str, Any]] = res.get("levels", {})
+    rows = [
+        [
+            num(int(lv)),
+            num(v.get("tasks_per_s"), ",.1f"),
+            num(v.get("ideal_tasks_per_s")),
+            num(v.get("fraction_of_ideal"), ".0%"),
+            num(v.get("threads_tasks_per_s"), ",.1f"),
+            num(v.get("ratio"), ".1f") + "x",
+            num(v.get("worker_cpu_ms_per_task"), ".2f"),
+            num(v.get("threads_cpu_ms_per_task"), ".2f"),
+        ]
+        for lv, v in levels.items()
+    ]
+    out = [
+        f"One worker process against the vendor simulator at {num(res.get('latency_s'), 'g')} s "
+        f"latency, against {num(res.get('threads'))} threads with blocking clients (the original "
+        f"design). Problems reported by the run: {num(res.get('problems'))}.",
+        "",
+        *table(
+            [
+                "In flight",
+                "swarmbus tasks/s",
+                "ideal",
+                "of ideal",
+                "threads tasks/s",
+                "ratio",
+                "worker CPU ms/task",
+                "threads CPU ms/task",
+            ],
+            rows,
+            right=range(8),
+        ),
+    ]
+    if levels:
+        fig, ax = plt.subplots(figsize=(8, 4))
+        xs = list(range(len(levels)))
+        w = 0.27
+        groups = (
+            ("swarmbus", "tasks_per_s", OURS),
+            ("40 threads", "threads_tasks_per_s", PEER),
+            ("ideal", "ideal_tasks_per_s", IDEAL),
+        )
+        for k, (label, key, color) in enumerate(groups):
+            vals = [float(v.get(key) or 0) for v in levels.values()]
+            ax.bar([x + (k - 1) * w for x in xs], vals, w, label=label, color=color, alpha=0.85)
+        ax.set_xticks(xs, [f"{int(lv):,} in flight" for lv in levels])
+        ax.set_ylabel("tasks per second")
+        ax.set_title(f"worker at {num(res.get('latency_s'), 'g')} s vendor latency")
+        ax.legend()
+        ax.grid(axis="y", alpha=0.3)
+        out += [image(save(fig, "bench-worker.png"), "worker tasks per second by level"), ""]
+    return out
+
+
+def render_dispatcher(r: Record) -> list[str]:
+    res = r.result
+    rows = [
+        ["dispatcher (validate, route, record, forward)", num(res.get("routed_per_s"))],
+        ["raw redis-py: read 100, XADD + XACK each", num(res.get("raw_redis_per_s"))],
+        ["ratio", num(res.get("ratio"), ".2f")],
+        ["router alone, µs per decision", num(res.get("route_us_per_task"), ".1f")],
+    ]
+    out = [
+        f"{num(res.get('tasks'))} tasks pre-filled in the intake, routed by one dispatcher "
+        "process, beside a raw loop.",
+        "",
+        *table(["Measure", "value"], rows, right=(1,)),
+    ]
+    if res.get("routed_per_s") and res.get("raw_redis_per_s"):
+        name = hbars(
+            "bench-dispatcher.png",
+            ["dispatcher", "raw loop"],
+            [float(res["routed_per_s"]), float(res["raw_redis_per_s"])],
+            xlabel="tasks per second",
+            title="intake to vendor queues, one process",
+            colors=[OURS, RAW],
+        )
+        out += [image(name, "dispatcher against the raw loop"), ""]
+    return out
+
+
+def render_vendors(r: Record) -> list[str]:
+    res = r.result
+    rps: dict[str, float] = res.get("rps", {})
+    cpu: dict[str, float] = res.get("cpu_ms_per_req", {})
+    ideal = res.get("ideal_rps")
+    rows = [
+        [k, num(v, ",.0f"), num(v / ideal, ".0%") if ideal else "n/a", num(cpu.get(k), ".2f")]
+        for k, v in rps.items()
+    ]
+    out = [
+        f"One process holding {num(res.get('concurrency'))} concurrent requests against the "
+        f"simulator; ideal {num(ideal)} req/s. Failures: {num(res.get('failures'))}.",
+        "",
+        *table(["Client", "req/s", "of ideal", "client CPU ms/req"], rows, right=(1, 2, 3)),
+    ]
+    if rps:
+        labels = list(rps)
+        name = hbars(
+            "bench-vendors.png",
+            labels,
+            [float(rps[k]) for k in labels],
+            xlabel="requests per second",
+            title=f"{num(res.get('concurrency'))} concurrent requests, one process",
+            colors=[RAW if k.startswith("raw") else OURS for k in labels],
+            line=(float(ideal), f"ideal {num(ideal)}") if ideal else None,
+        )
+        out += [image(name, "requests per second by client"), ""]
+    return out
+
+
+def render_megashard(r: Record) -> list[str]:
+    res = r.result
+    cases: list[dict[str, Any]] = res.get("cases", [])
+    rows = [
+        [
+            str(c.get("case")),
+            num(c.get("tokens")),
+            num(c.get("naive_p50_s"), ".3f"),
+            num(c.get("cached_p50_s"), ".3f"),
+            num(c.get("naive_usd_per_query"), ".5f"),
+            num(c.get("cached_usd_per_query_steady"), ".5f"),
+            num(c.get("steady_ratio"), ".1%"),
+            num(c.get("total_ratio"), ".1%"),
+        ]
+        for c in cases
+    ]
+    out = [
+        f"{num(res.get('queries'))} questions per case to a shard service (cached context) "
+        "beside the same questions sent with the whole context each time. Highest steady "
+        f"ratio: {num(res.get('max_steady_ratio'), '.1%')}.",
+        "",
+        *table(
+            [
+                "Case",
+                "tokens",
+                "naive p50 s",
+                "cached p50 s",
+                "naive $/query",
+                "cached $/query",
+                "steady ratio",
+                "total ratio",
+            ],
+            rows,
+            right=range(1, 8),
+        ),
+    ]
+    if cases:
+        fig, ax = plt.subplots(figsize=(8, 0.75 * len(cases) + 1.6))
+        ys = list(range(len(cases)))[::-1]
+        h = 0.38
+        steady = [float(c.get("steady_ratio") or 0) * 100 for c in cases]
+        total = [float(c.get("total_ratio") or 0) * 100 for c in cases]
+        ax.barh([y + h / 2 for y in ys], steady, h, label="a query after the first", color=OURS)
+        ax.barh([y - h / 2 for y in ys], total, h, label="all queries", color=PEER)
+        ax.set_yticks(ys, [f"{c.get('case')}\n{num(c.get('tokens'))} tokens" for c in cases])
+        ax.set_xlim(0, max([*steady, *total, 1]) * 1.45)
+        ax.set_xlabel("cost with the cache, % of re-sending the context")
+        ax.legend(loc="lower right")
+        ax.grid(axis="x", alpha=0.3)
+        out += [image(save(fig, "bench-megashard.png"), "cached cost as a share of naive"), ""]
+    return out
+
+
+# -- anything else ---------------------------------------------------------------------------
+def flatten(value: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    if isinstance(value, dict):
+        out: list[tuple[str, Any]] = []
+        for k, v in value.items():
+            out += flatten(v, f"{prefix}.{k}" if prefix else str(k))
+        return out
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        return [(prefix, value)]  # a table of its own
+    return [(prefix, value)]
+
+
+def render_generic(r: Record) -> list[str]:
+    scalars, tables = [], []
+    for key, value in flatten({k: v for k, v in r.result.items() if k != "bench"}):
+        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            tables.append((key, value))
+        elif isinstance(value, list):
+            scalars.append((key, ", ".join(auto(v) for v in value)))
+        else:
+            scalars.append((key, auto(value)))
+    out = ["Headline numbers as the benchmark printed them (its JSON line).", ""]
+    if scalars:
+        out += table(["Key", "Value"], [[f"`{k}`", v] for k, v in scalars], right=(1,))
+    for key, rows in tables:
+        cols = list(dict.fromkeys(c for row in rows for c in row))
+        numeric = [
+            i
+            for i, c in enumerate(cols)
+            if all(isinstance(row.get(c), int | float) for row in rows if c in row)
+        ]
+        out += [f"`{key}`:", ""]
+        out += table(
+            cols,
+            [
+                [
+                    auto(row.get(c))
+                    if not isinstance(row.get(c), dict | list)
+                    else json.dumps(row.get(c))
+                    for c in cols
+                ]
+                for row in rows
+            ],
+            right=numeric,
+        )
+    for n, (key, group) in enumerate(numeric_groups(r.result)[:4]):
+        name = hbars(
+            f"bench-{r.bench}-{n + 1}.png",
+            list(group),
+            list(group.values()),
+            xlabel=key,
+            title=f"{r.bench}: {key}",
+            fmt=auto,
+        )
+        out += [image(name, f"{r.bench} {key}"), ""]
+    return out
+
+
+def numeric_groups(value: Any, prefix: str = "") -> list[tuple[str, dict[str, float]]]:
+    """Dicts of two or more plain numbers (e.g. {"1 worker": 80, "2 workers": 150})."""
+    found: list[tuple[str, dict[str, float]]] = []
+    if isinstance(value, dict):
+        nums = {
+            str(k): float(v)
+            for k, v in value.items()
+            if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+        }
+        if len(nums) >= 2 and len(nums) == len(value) and prefix:
+            found.append((prefix, nums))
+        for k, v in value.items():
+            if isinstance(v, dict):
+                found += numeric_groups(v, f"{prefix}.{k}" if prefix else str(k))
+    return found
+
+
+RENDERERS: dict[str, Callable[[Record], list[str]]] = {
+    "peers": render_peers,
+    "bus": render_bus,
+    "worker": render_worker,
+    "dispatcher": render_dispatcher,
+    "vendors": render_vendors,
+    "megashard": render_megashard,
+}
+
+
+def main() -> None:
+    records = load()
+    for stale in IMG.glob("bench-*.png"):
+        stale.unlink()
+    out = [
+        "# Benchmarks",
+        "",
+        "<!-- Generated by bench/report.py from bench/results/*.json: do not edit by hand. -->",
+        "",
+        "Every number and plot here is generated by `bench/report.py` from the results files "
+        "in `bench/results/`, each saved by its benchmark with the machine it ran on. "
+        "`make bench` runs every benchmark and then regenerates this page; "
+        "`make bench-report` regenerates it from the saved results alone.",
+        "",
+    ]
+    if not records:
+        out += ["No results yet: run `make bench`.", ""]
+    out += goals(records)
+    out += machine_section(records)
+    for r in records:
+        out += [
+            f'<a id="{anchor(r.bench)}"></a>',
+            "",
+            f"## {TITLES.get(r.bench, r.bench)} (`{r.bench}`)",
+            "",
+        ]
+        out += RENDERERS.get(r.bench, render_generic)(r)
+        out += [provenance(r), ""]
+    DOC.parent.mkdir(parents=True, exist_ok=True)
+    DOC.write_text("\n".join(out).rstrip() + "\n")
+    print(f"wrote {DOC.relative_to(ROOT)} and {len(list(IMG.glob('bench-*.png')))} plots")
+
+
+if __name__ == "__main__":
+    main()

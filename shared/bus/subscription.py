@@ -66,6 +66,9 @@ async def ensure_group(redis: Redis, stream: str, group: str) -> bool:
     return True
 
 
+_CLOSE_TIMEOUT_S = 10.0
+
+
 class Subscription:
     def __init__(
         self,
@@ -145,7 +148,12 @@ class Subscription:
         await self._acker.drain()
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        # Bounded: a task that swallowed its cancel must not keep the process from exiting.
+        stuck: set[asyncio.Task[None]] = set()
+        if self._tasks:
+            _done, stuck = await asyncio.wait(self._tasks, timeout=_CLOSE_TIMEOUT_S)
+        if stuck:
+            log.warning("subscription.close_stuck", tasks=sorted(t.get_name() for t in stuck))
         self._tasks.clear()
         if self._unblocking is not None:
             await asyncio.gather(self._unblocking, return_exceptions=True)
@@ -353,7 +361,9 @@ class Subscription:
         while True:
             await asyncio.sleep(interval * (0.8 + 0.4 * random.random()))
             if self._stop.is_set():
-                continue
+                # Return, do not wait to be cancelled: redis-py can swallow a cancel that
+                # lands mid-command, and a loop that outlived it would hang close().
+                return
             try:
                 await job()
             except REDIS_UNAVAILABLE as exc:

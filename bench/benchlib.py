@@ -55,6 +55,13 @@ def emit(
     return path
 
 
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, from /proc/<pid>/stat (fields 14 and 15)."""
+    with open(f"/proc/{pid}/stat") as fh:
+        after_name = fh.read().rsplit(")", 1)[1].split()
+    return (int(after_name[11]) + int(after_name[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def machine(redis_url: str | None = None) -> dict[str, Any]:
     """CPU model, cores, RAM, OS, Python, Redis version, and how busy the machine was."""
     return {

@@ -35,10 +35,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchlib import emit
+from benchlib import cpu_seconds, emit
 from redis.asyncio import Redis
 
-from services.cli.demo import Fleet
+from services.cli.demo import Fleet, clear_namespace
 from services.cli.redis_finder import find_redis
 from services.simulator.process import spawn_simulator
 from shared.bus.findings import expect_run, run_progress, run_task_statuses, task_view
@@ -49,13 +49,6 @@ from shared.runtime.settings import BusSettings
 
 VENDOR = "deepseek"
 POLL_S = 0.05
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, from /proc/<pid>/stat (fields 14 and 15)."""
-    with open(f"/proc/{pid}/stat") as fh:
-        after_name = fh.read().rsplit(")", 1)[1].split()
-    return (int(after_name[11]) + int(after_name[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def tasks(n: int, run_id: str) -> list[Task]:
@@ -150,7 +143,7 @@ async def sustained(url: str, sim_url: str, logs: Path, n: int, workers: int) ->
         }
     except BaseException:
         await fleet.stop()
-        await _drop(redis, names)
+        await clear_namespace(redis, names)
         await redis.aclose()
         raise
 
@@ -195,7 +188,7 @@ async def worker_alone(url: str, sim_url: str, logs: Path, n: int) -> float:
         return n / (time.monotonic() - started)
     finally:
         await fleet.stop()
-        await _drop(redis, names)
+        await clear_namespace(redis, names)
         await redis.aclose()
 
 
@@ -206,12 +199,6 @@ async def namespace_bytes(redis: Redis, names: Names) -> int:
     async for key in redis.scan_iter(match=f"{names.namespace}:*", count=1000):
         total += int(await redis.memory_usage(key, samples=0) or 0)
     return total
-
-
-async def _drop(redis: Redis, names: Names) -> None:
-    keys = [k async for k in redis.scan_iter(match=f"{names.namespace}:*", count=1000)]
-    for i in range(0, len(keys), 500):
-        await redis.unlink(*keys[i : i + 500])
 
 
 async def main_async(args: argparse.Namespace, url: str, sim_url: str) -> dict[str, Any]:
@@ -233,7 +220,7 @@ async def main_async(args: argparse.Namespace, url: str, sim_url: str) -> dict[s
                     )  # fmt: skip
         finally:
             await fleet.stop()
-            await _drop(redis, names)
+            await clear_namespace(redis, names)
             await redis.aclose()
         scaling.append(row)
     return {"worker_alone_per_s": alone, "scaling": scaling, "latency": latency}

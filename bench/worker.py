@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import openai
-from benchlib import emit
+from benchlib import cpu_seconds, emit
 from redis import Redis
 
 from services.cli.redis_finder import find_redis
@@ -50,13 +50,6 @@ THREADS = 40
 POLL_S = 0.05
 
 Entries = list[tuple[bytes, dict[bytes, bytes]]]
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, from /proc/<pid>/stat (fields 14 and 15)."""
-    with open(f"/proc/{pid}/stat") as fh:
-        after_name = fh.read().rsplit(")", 1)[1].split()
-    return (int(after_name[11]) + int(after_name[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def make_tasks(n: int, tag: str) -> list[Task]:

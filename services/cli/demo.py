@@ -152,7 +152,7 @@ async def run_demo(url: str, args: argparse.Namespace) -> int:
     redis = connect(url, BusSettings())
     try:
         await wait_ready(redis, url, 10)
-        await _clear(redis, names)
+        await clear_namespace(redis, names)
         async with _fleet(url, names, args.logs) as (fleet, vendors):
             say(f"loading the {SHARD} shard (five years of operations history) ...")
             manifest = await _load_shard(redis, names, vendors)
@@ -188,7 +188,8 @@ def say(text: str) -> None:
     print(text, flush=True)
 
 
-async def _clear(redis: Redis, names: Names) -> None:
+async def clear_namespace(redis: Redis, names: Names) -> None:
+    """Delete every key of the namespace (and only of it)."""
     keys = [k async for k in redis.scan_iter(match=f"{names.namespace}:*", count=1000)]
     for i in range(0, len(keys), 500):
         await redis.unlink(*keys[i : i + 500])

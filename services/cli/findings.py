@@ -13,7 +13,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from services.cli.errors import CliError
-from services.cli.status import connected, run_async
+from services.cli.status import connected, run_async, text
 from shared.bus.findings import (
     RunProgress,
     TaskSummary,
@@ -60,7 +60,7 @@ def task_status(task_id: str, *, as_json: bool) -> int:
 async def task_record(redis: Redis, names: Names, task_id: str) -> dict[str, str]:
     """The dispatcher's record of the task (state, routing), {} if there is none."""
     raw = await redis.hgetall(names.task(task_id))
-    return {_text(k): _text(v) for k, v in raw.items() if not _text(k).startswith("entry:")}
+    return {text(k): text(v) for k, v in raw.items() if not text(k).startswith("entry:")}
 
 
 async def task_views(redis: Redis, names: Names, task_ids: list[str]) -> dict[str, TaskView]:
@@ -311,7 +311,3 @@ def _when(raw: str | None) -> str:
         return datetime.fromtimestamp(float(raw or ""), UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     except ValueError:
         return ""
-
-
-def _text(raw: bytes | str) -> str:
-    return raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)

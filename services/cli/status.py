@@ -109,7 +109,7 @@ async def stream_info(redis: Redis, stream: str) -> dict[str, Any]:
         lag = g.get("lag")
         groups.append(
             {
-                "group": _text(g.get("name", b"")),
+                "group": text(g.get("name", b"")),
                 "consumers": int(g.get("consumers", 0)),
                 "pending": int(g.get("pending", 0)),
                 "lag": None if lag is None else int(lag),
@@ -249,5 +249,6 @@ def _int(raw: str | None) -> int:
         return 0
 
 
-def _text(raw: bytes | str) -> str:
+def text(raw: bytes | str) -> str:
+    """A Redis reply as text; bytes that are not UTF-8 are replaced, never fatal."""
     return raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)

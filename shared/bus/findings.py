@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from shared.bus import streamids
 from shared.protocol import Finding, Names
 
 TYPE_RUN_PREFIX = "type:"
@@ -133,7 +134,7 @@ async def run_progress(redis: Redis, names: Names, run_id: str) -> RunProgress:
 async def run_task_statuses(redis: Redis, names: Names, run_id: str) -> dict[str, str]:
     """Task id -> status (`ok` or `failed`) for every finished task of the run."""
     raw = await redis.hgetall(names.run_tasks(run_id))
-    return {_text(k): _text(v) for k, v in raw.items()}
+    return {streamids.text(k): streamids.text(v) for k, v in raw.items()}
 
 
 async def wait_for_run(
@@ -167,7 +168,7 @@ async def task_view(redis: Redis, names: Names, task_id: str) -> TaskView | None
         raw_summary, raw_findings = await pipe.execute()
     if not raw_summary:
         return None
-    s = {_text(k): _text(v) for k, v in raw_summary.items()}
+    s = {streamids.text(k): streamids.text(v) for k, v in raw_summary.items()}
     findings = sorted(
         (Finding.model_validate_json(doc) for doc in raw_findings),
         key=lambda f: (f.timestamp, f.finding_id),
@@ -201,7 +202,7 @@ async def totals_by_model(redis: Redis, names: Names) -> list[ModelTotals]:
     raw = await redis.hgetall(names.totals)
     rows: dict[tuple[str, str], dict[str, float]] = {}
     for key, value in raw.items():
-        head, _, kind = _text(key).rpartition("|")
+        head, _, kind = streamids.text(key).rpartition("|")
         vendor, _, model = head.partition("|")  # vendor names never hold '|'; models may
         if kind in TOTAL_KINDS:
             rows.setdefault((vendor, model), {})[kind] = float(value)
@@ -227,10 +228,6 @@ def _row(vendor: str, model: str, v: dict[str, float]) -> ModelTotals:
         duplicate_findings=n("duplicate_findings"),
         duplicate_cost_usd=v.get("duplicate_cost_usd", 0.0),
     )
-
-
-def _text(raw: bytes | str) -> str:
-    return raw.decode() if isinstance(raw, bytes) else raw
 
 
 def _int(raw: bytes | str | None) -> int:

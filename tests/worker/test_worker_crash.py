@@ -62,5 +62,10 @@ async def test_sigkilled_worker_tasks_are_finished_once_by_a_replica(
     done = await wait_findings(redis, names, 20, timeout=60)
     assert sorted(f.task_id for f in done) == sorted(f"crash-{i}" for i in range(20))
     assert {f.worker_id for f in done} == {"worker-deepseek-0"}
-    summary = await redis.xpending(names.vendor_tasks("deepseek"), "worker-deepseek")
-    assert summary["pending"] == 0
+
+    async def all_acked() -> bool:
+        # The findings land first, the acks right after (never the other way round).
+        summary = await redis.xpending(names.vendor_tasks("deepseek"), "worker-deepseek")
+        return summary["pending"] == 0
+
+    await eventually(all_acked, timeout=10, what="every task acknowledged")

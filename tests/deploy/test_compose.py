@@ -152,7 +152,7 @@ def test_swarm_services_start_after_redis_is_healthy(tmp_path: Path) -> None:
         depends = config["services"][name]["depends_on"]
         assert depends["redis"]["condition"] == "service_healthy", name
         assert config["services"][name]["healthcheck"]["test"][-1].endswith(
-            "urlopen('http://127.0.0.1:9100/metrics', timeout=3)"
+            "urlopen('http://127.0.0.1:9100/readyz', timeout=3)"
         )
 
 
@@ -316,3 +316,46 @@ def test_env_example_names_only_variables_the_stack_reads(tmp_path: Path) -> Non
     assert json.loads(
         config["services"]["dispatcher"]["environment"]["SWARM_DISPATCHER_VENDOR_CAPS_USD"]
     ) == {"claude": 50}
+
+
+# -- sites with no registry, hosts with taken ports ---------------------------------------------
+THIRD_PARTY = {
+    "redis": ("SWARM_REDIS_IMAGE", "redis:7.4-alpine"),
+    "redis-exporter": ("SWARM_REDIS_EXPORTER_IMAGE", "oliver006/redis_exporter:v1.74.0"),
+    "prometheus": ("SWARM_PROMETHEUS_IMAGE", "prom/prometheus:v3.5.0"),
+    "grafana": ("SWARM_GRAFANA_IMAGE", "grafana/grafana:12.1.0"),
+}
+
+
+def test_third_party_images_default_to_public_ones_and_can_be_replaced(tmp_path: Path) -> None:
+    public = resolved(tmp_path)["services"]
+    local = {var: f"site-local/{name}:1" for name, (var, _) in THIRD_PARTY.items()}
+    replaced = resolved(tmp_path, SWARM_PYTHON_IMAGE="site-local/python:3", **local)["services"]
+    for name, (var, default) in THIRD_PARTY.items():
+        assert public[name]["image"] == default
+        assert replaced[name]["image"] == local[var]
+    for name in SWARM_SERVICES | {"simulator"}:
+        assert public[name]["build"]["args"]["PYTHON_IMAGE"] == "python:3.11-slim-bookworm"
+        assert replaced[name]["build"]["args"]["PYTHON_IMAGE"] == "site-local/python:3"
+
+
+def test_host_ports_are_variables_for_hosts_that_run_redis_already(tmp_path: Path) -> None:
+    ports = {"redis": 6379, "prometheus": 9090, "grafana": 3000}
+    moved = resolved(
+        tmp_path,
+        SWARM_REDIS_HOST_PORT="16379",
+        SWARM_PROMETHEUS_HOST_PORT="19090",
+        SWARM_GRAFANA_HOST_PORT="13000",
+    )["services"]
+    default = resolved(tmp_path)["services"]
+    for name, target in ports.items():
+        (d,) = default[name]["ports"]
+        (m,) = moved[name]["ports"]
+        assert (d["target"], d["published"], d["host_ip"]) == (target, str(target), "127.0.0.1")
+        assert (m["target"], m["published"]) == (target, str(10000 + target))
+
+
+def test_every_worker_idles_rather_than_crash_loops_without_its_key(tmp_path: Path) -> None:
+    for name, service in resolved(tmp_path)["services"].items():
+        if name.startswith("worker-"):
+            assert service["environment"]["SWARM_WORKER_UNCONFIGURED"] == "idle", name

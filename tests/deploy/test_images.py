@@ -133,7 +133,7 @@ def test_dependencies_are_a_layer_before_the_code() -> None:
 def test_no_download_address_anywhere_in_the_image_recipe() -> None:
     for path in (
         DOCKERFILE,
-        DEPLOY / "Dockerfile.dockerignore",
+        ROOT / ".dockerignore",
         ROOT / "requirements" / "constraints.txt",
     ):
         text = path.read_text()
@@ -144,7 +144,7 @@ def test_no_download_address_anywhere_in_the_image_recipe() -> None:
 def test_dockerignore_sends_only_what_the_dockerfile_copies() -> None:
     patterns = [
         line.strip()
-        for line in (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
         if line.strip() and not line.startswith("#")
     ]
     assert patterns[0] == "**", "an allow-list starts by excluding everything"

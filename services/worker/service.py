@@ -14,10 +14,10 @@ from shared.bus import (
     DeadLetter,
     Delivery,
     Effect,
+    Fence,
     Handler,
     Outgoing,
     SetFields,
-    SetKey,
     serve,
     service_context,
 )
@@ -158,7 +158,7 @@ def make_handler(
             )
             return [
                 Outgoing(names.findings, encode(f)),
-                SetKey(done_key, f.finding_id, settings.done_ttl_s),
+                Fence(done_key, f.finding_id, settings.done_ttl_s),
                 _state(record, "done", f.finding_id, settings),
             ]
         if isinstance(outcome, Reroute):
@@ -177,7 +177,7 @@ def make_handler(
             outcome.reason,
             effects=(
                 Outgoing(names.findings, encode(outcome.finding)),
-                SetKey(done_key, outcome.finding.finding_id, settings.done_ttl_s),
+                Fence(done_key, outcome.finding.finding_id, settings.done_ttl_s),
                 _state(record, "failed", outcome.finding.finding_id, settings),
             ),
         )

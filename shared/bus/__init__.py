@@ -4,7 +4,15 @@ from shared.bus.bus import Bus
 from shared.bus.context import ServiceContext, service_context
 from shared.bus.context_client import ContextClient, ContextUnavailable
 from shared.bus.cooldown import Cooldowns
-from shared.bus.delivery import DeadLetter, Delivery, Effect, Outgoing, SetFields, SetKey
+from shared.bus.delivery import (
+    DeadLetter,
+    Delivery,
+    Effect,
+    Fence,
+    Outgoing,
+    SetFields,
+    SetKey,
+)
 from shared.bus.membership import Heartbeat, live_members
 from shared.bus.ratelimit import RateLimiter, RateLimitTimeout
 from shared.bus.serve import Handler, ServeStats, serve
@@ -18,6 +26,7 @@ __all__ = [
     "DeadLetter",
     "Delivery",
     "Effect",
+    "Fence",
     "Handler",
     "Heartbeat",
     "Outgoing",

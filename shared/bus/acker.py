@@ -15,11 +15,42 @@ from dataclasses import dataclass, field
 import structlog
 from redis.asyncio import Redis
 
-from shared.bus.delivery import Effect, SetFields, SetKey
+from shared.bus.delivery import Effect, Fence, Outgoing, SetFields, SetKey
 from shared.runtime.metrics import Metrics
 from shared.runtime.redis import REDIS_UNAVAILABLE
 
 log = structlog.get_logger("swarm.bus")
+
+# A fenced op's effects: written only while KEYS[1] (the fence) is absent, the fence set
+# last, so an error midway leaves it unset and the redelivery writes them again.
+# KEYS[2..] one target per effect. ARGV[1] fence value, ARGV[2] fence TTL ms (0: none), then
+# per effect: kind (x XADD, h HSET, s SET), TTL ms, pair count n, then n name/value pairs.
+_FENCED_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local a = 3
+for k = 2, #KEYS do
+  local kind, ttl, n = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  local pairs_ = {}
+  for j = 1, 2 * n do pairs_[j] = ARGV[a + 2 + j] end
+  a = a + 3 + 2 * n
+  if kind == 'x' then
+    redis.call('XADD', KEYS[k], '*', unpack(pairs_))
+  elseif kind == 'h' then
+    redis.call('HSET', KEYS[k], unpack(pairs_))
+    if ttl > 0 then redis.call('PEXPIRE', KEYS[k], ttl) end
+  elseif ttl > 0 then
+    redis.call('SET', KEYS[k], pairs_[2], 'PX', ttl)
+  else
+    redis.call('SET', KEYS[k], pairs_[2])
+  end
+end
+if tonumber(ARGV[2]) > 0 then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+else
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+return 1
+"""
 
 
 def _new_future() -> asyncio.Future[None]:
@@ -31,6 +62,7 @@ class AckOp:
     entry_id: str
     effects: list[Effect]
     future: asyncio.Future[None] = field(default_factory=_new_future)
+    fenced_off: bool = False  # its fence existed: the effects were skipped, the entry acked
 
 
 class Acker:
@@ -40,6 +72,7 @@ class Acker:
         self._group = group
         self._metrics = metrics
         self._ops: list[AckOp] = []
+        self._fenced = redis.register_script(_FENCED_LUA)
         self._wake = asyncio.Event()
         self._closed = False
 
@@ -104,8 +137,16 @@ class Acker:
         the effects go first and only the ops whose effects all landed are acked after.
         """
         owners: list[int] = []
+        fenced: dict[int, int] = {}  # position of a fenced op's script result -> op
         async with self._redis.pipeline(transaction=False) as pipe:
             for i, op in enumerate(ops):
+                fence = next((e for e in op.effects if isinstance(e, Fence)), None)
+                if fence is not None:
+                    keys, args = _fenced_call(fence, op.effects)
+                    fenced[len(owners)] = i
+                    await self._fenced(keys=keys, args=args, client=pipe)
+                    owners.append(i)
+                    continue
                 for effect in op.effects:
                     if isinstance(effect, SetKey):
                         ms = int(effect.ttl_s * 1000) if effect.ttl_s else None
@@ -117,19 +158,46 @@ class Acker:
                         if effect.ttl_s:
                             pipe.pexpire(effect.key, int(effect.ttl_s * 1000))
                             owners.append(i)
-                    else:
+                    elif isinstance(effect, Outgoing):
                         pipe.xadd(effect.stream, dict(effect.fields))  # type: ignore[arg-type]
                         owners.append(i)
             if not owners:
                 return {}
             results = await pipe.execute(raise_on_error=False)
         failed: dict[int, Exception] = {}
-        for owner, result in zip(owners, results, strict=True):
+        for position, (owner, result) in enumerate(zip(owners, results, strict=True)):
             if isinstance(result, REDIS_UNAVAILABLE):
                 raise result
             if isinstance(result, Exception) and owner not in failed:
                 failed[owner] = result
+            elif position in fenced and result == 0:
+                ops[owner].fenced_off = True
         return failed
+
+
+def _fenced_call(fence: Fence, effects: list[Effect]) -> tuple[list[str], list[str | bytes | int]]:
+    """KEYS and ARGV of the fenced-effects script for one op."""
+    keys: list[str] = [fence.key]
+    args: list[str | bytes | int] = [fence.value, _ms(fence.ttl_s)]
+    for effect in effects:
+        if isinstance(effect, Fence):
+            continue
+        if isinstance(effect, Outgoing):
+            keys.append(effect.stream)
+            pairs = [x for kv in effect.fields.items() for x in kv]
+            args += ["x", 0, len(pairs) // 2, *pairs]
+        elif isinstance(effect, SetFields):
+            keys.append(effect.key)
+            pairs = [x for kv in effect.fields.items() for x in kv]
+            args += ["h", _ms(effect.ttl_s), len(pairs) // 2, *pairs]
+        else:
+            keys.append(effect.key)
+            args += ["s", _ms(effect.ttl_s), 1, "", effect.value]
+    return keys, args
+
+
+def _ms(seconds: float | None) -> int:
+    return int(seconds * 1000) if seconds else 0
 
 
 def _fail(ops: list[AckOp], exc: BaseException) -> None:

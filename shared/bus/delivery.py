@@ -42,7 +42,19 @@ class SetFields:
     ttl_s: float | None = None
 
 
-Effect = Outgoing | SetKey | SetFields
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """Makes a delivery's effects happen once per key, whoever delivers it: if `key` exists,
+    the other effects are skipped (another consumer already wrote them: a peer took the entry
+    over while this one was slow) and the entry is acked; else they are written and `key` set
+    last, in one script. A worker fences its finding with the task's done-marker."""
+
+    key: str
+    value: str
+    ttl_s: float | None = None
+
+
+Effect = Outgoing | SetKey | SetFields | Fence
 
 
 class DeadLetter(Exception):

@@ -96,6 +96,7 @@ class Subscription:
         self._room.set()
         self._stop = asyncio.Event()
         self._in_flight: dict[str, Delivery] = {}
+        self._acking: set[str] = set()  # entries whose ack is on the wire
         self._tasks: list[asyncio.Task[None]] = []
         self._autoclaim_cursor = "0-0"
         self._failure: BaseException | None = None
@@ -215,13 +216,25 @@ class Subscription:
             target = dead_letter_stream or self._names.dead_letter
             out.append(Outgoing(target, dead_letter))
             self._m.dead_letters.labels(target, _reason_kind(dead_letter)).inc()
+        op = AckOp(delivery.entry_id, out)
+        # Acked in Redis before the ack's reply is read here: no lease refresh meanwhile.
+        self._acking.add(delivery.entry_id)
         try:
-            await self._acker.submit(AckOp(delivery.entry_id, out))
+            await self._acker.submit(op)
         except BaseException:
             # Not acked: free the slot and stop refreshing the claim, so the entry is
             # redelivered after the visibility timeout rather than held here forever.
             self._settle(delivery, "failed")
             raise
+        if op.fenced_off:
+            log.warning(
+                "effects.fenced_off",
+                stream=self.stream,
+                entry_id=delivery.entry_id,
+                note="a peer took this entry over and already wrote its effects; dropped",
+            )
+            self._settle(delivery, "fenced_off")
+            return
         for effect in out:
             if isinstance(effect, Outgoing):
                 counter = self._published.get(effect.stream)
@@ -238,6 +251,7 @@ class Subscription:
 
     def _settle(self, delivery: Delivery, outcome: str) -> None:
         delivery.done = True
+        self._acking.discard(delivery.entry_id)
         if self._in_flight.pop(delivery.entry_id, None) is not None:
             self._gauge.dec()
         counter = self._outcomes.get(outcome)
@@ -434,10 +448,13 @@ class Subscription:
         self._enqueue([(i, f, counts.get(i, 2), cause) for i, f in live])
 
     async def _refresh_leases(self) -> None:
-        ids = list(self._in_flight)
+        ids = [i for i in self._in_flight if i not in self._acking]
         if not ids:
             return
         lost = await self._refresh(keys=[self.stream], args=[self.group, self.consumer, *ids])
+        # An entry whose ack went out while the refresh was on the wire is settled, not lost.
+        lost = [i for i in lost if streamids.text(i) in self._in_flight]
+        lost = [i for i in lost if streamids.text(i) not in self._acking]
         if lost:
             log.warning("lease.lost", stream=self.stream, entries=[streamids.text(i) for i in lost])
 

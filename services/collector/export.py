@@ -9,12 +9,16 @@ Each is written before the finding is stored in Redis and before its ack:
 * `PostgresExport` (with `FINDINGS_DATABASE_URL`; needs the `postgres` extra): a row per
   finding in a table created if missing, `INSERT ... ON CONFLICT (finding_id) DO NOTHING`,
   so the table holds each finding exactly once.
+
+Each sink is also a readiness check of the collector (`check`: None when fine, else a
+short reason for `/readyz`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -30,17 +34,49 @@ if TYPE_CHECKING:
 class Sink(Protocol):
     async def write(self, finding: Finding) -> None: ...
 
+    async def check(self) -> str | None: ...
+
+
+_CHECK_TIMEOUT_S = 1.0
+
+
+def _error(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
 
 class JsonlExport:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._file = path.open("a", encoding="utf-8", newline="\n")
+        self._failed: str | None = None  # the last write's error, until one succeeds
 
     async def write(self, finding: Finding) -> None:
         # One write call per line from the event loop's thread: lines never interleave.
-        self._file.write(finding.model_dump_json(exclude_none=True) + "\n")
-        self._file.flush()
+        try:
+            self._file.write(finding.model_dump_json(exclude_none=True) + "\n")
+            self._file.flush()
+        except OSError as exc:
+            self._failed = _error(exc)
+            raise
+        self._failed = None
+
+    async def check(self) -> str | None:
+        """Fine while the file we append to is still at its path, writable, and the last
+        write did not fail (a full disk shows there)."""
+        name = f"export {self.path}"
+        if self._failed is not None:
+            return f"{name}: the last write failed: {self._failed}"
+        try:
+            at_path = os.stat(self.path)
+        except OSError as exc:
+            return f"{name}: {_error(exc)} (moved or deleted: findings go to an unlinked file)"
+        mine = os.fstat(self._file.fileno())
+        if (at_path.st_dev, at_path.st_ino) != (mine.st_dev, mine.st_ino):
+            return f"{name}: replaced by another file since it was opened"
+        if not os.access(self.path, os.W_OK):
+            return f"{name}: not writable"
+        return None
 
     def close(self) -> None:
         self._file.close()
@@ -87,6 +123,7 @@ class PostgresExport:
         self._conn: AsyncConnection[tuple[object, ...]] | None = None
         self._insert: sql.Composed | None = None
         self._lock = asyncio.Lock()
+        self._failed: str | None = None  # the last insert's error, until one succeeds
 
     async def open(self) -> None:
         try:
@@ -127,10 +164,36 @@ class PostgresExport:
             conn = await self._connection()
             try:
                 await conn.execute(self._insert, row)
-            except BaseException:
+            except BaseException as exc:
+                self._failed = _error(exc)
                 if conn.broken or conn.closed:
                     self._conn = None
                 raise
+            self._failed = None
+
+    async def check(self) -> str | None:
+        """Fine when the connection answers `SELECT 1` within a second (reconnecting if it
+        broke), or, while inserts keep it busy, when the last insert succeeded."""
+        if self._lock.locked():
+            return None if self._failed is None else f"postgres: {self._failed}"
+        async with self._lock:
+            try:
+                async with asyncio.timeout(_CHECK_TIMEOUT_S):
+                    conn = await self._connection()
+                    await conn.execute("SELECT 1")
+            except TimeoutError:
+                await self._drop()  # cut short mid-command: its state is unknown
+                return f"postgres: no answer within {_CHECK_TIMEOUT_S:g}s"
+            except Exception as exc:
+                await self._drop()
+                return f"postgres: {_error(exc)}"
+        return None
+
+    async def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.close()
 
     async def aclose(self) -> None:
         if self._conn is not None:

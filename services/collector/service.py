@@ -41,6 +41,7 @@ async def run_collector(
         service_context("collector", swarm, bus_settings, info=info, metrics=metrics) as ctx,
         open_exports(settings) as sinks,
     ):
+        ctx.readiness.extend(sink.check for sink in sinks)  # /readyz: the exports too
         store = FindingStore(ctx.bus.redis, ctx.names)
         sub = ctx.bus.subscribe(ctx.names.findings, Names.COLLECTOR_GROUP, ctx.member_id)
         await sub.start()

@@ -115,6 +115,9 @@ class Simulator:
     async def _handle(self, request: Request) -> Reply:
         if request.path.startswith("/_sim/"):
             return self._control(request)
+        if request.path in ("/livez", "/readyz") and request.method == "GET":
+            # The probe paths every swarm image answers (it needs no Redis: always ready).
+            return Response(200, b"ok\n", content_type="text/plain; charset=utf-8")
         ctx = self._ctx
         assert ctx is not None
         vendor, _, rest = request.path.lstrip("/").partition("/")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, MutableSequence
 
 from redis.asyncio import Redis
 
 from shared.bus.delivery import Outgoing
 from shared.bus.subscription import Subscription, ensure_group
 from shared.protocol.names import Names
+from shared.runtime.health import ReadinessCheck
 from shared.runtime.metrics import Metrics
 from shared.runtime.settings import BusSettings
 
@@ -16,11 +17,21 @@ from shared.runtime.settings import BusSettings
 class Bus:
     """Two verbs over Redis Streams: `publish` and `subscribe(...)` (deliveries with ack)."""
 
-    def __init__(self, redis: Redis, names: Names, settings: BusSettings, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        names: Names,
+        settings: BusSettings,
+        metrics: Metrics,
+        *,
+        readiness: MutableSequence[ReadinessCheck] | None = None,
+    ) -> None:
         self.redis = redis
         self.names = names
         self.settings = settings
         self.metrics = metrics
+        # A service's readiness checks: each subscription adds itself while it runs.
+        self.readiness: MutableSequence[ReadinessCheck] = [] if readiness is None else readiness
 
     async def publish(self, stream: str, fields: Mapping[str, str | bytes]) -> str:
         """Append one entry; returns its id. Trimming is done by consumers, safely."""
@@ -46,7 +57,8 @@ class Bus:
         """A subscription; use `async with` (or start/close) and iterate its deliveries.
 
         `consumer` must be the member id this process heartbeats under, so that peers
-        can tell when it has died and take over its pending entries at once.
+        can tell when it has died and take over its pending entries at once. Once started
+        it is one of `readiness` (its read loop alive) until it is closed.
         """
         return Subscription(
             self.redis,
@@ -56,4 +68,5 @@ class Bus:
             stream=stream,
             group=group,
             consumer=consumer,
+            readiness=self.readiness,
         )

@@ -1,11 +1,17 @@
 """Everything a service process needs around its handler, set up and torn down in order:
-metrics endpoint, Redis (waited for), the bus, and a heartbeat under its member id."""
+metrics and health endpoints, Redis (waited for), the bus, and a heartbeat under its
+member id.
+
+`/readyz` (see shared.runtime.health) passes when Redis answers PING and every check in
+`ctx.readiness` passes: each subscription of `ctx.bus` adds itself while it runs, and a
+service adds its own (the collector: its sinks) with `ctx.readiness.append(check)`.
+"""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 
 import structlog
@@ -13,7 +19,8 @@ import structlog
 from shared.bus.bus import Bus
 from shared.bus.membership import Heartbeat
 from shared.protocol.names import Names
-from shared.runtime.metrics import Metrics, serve_metrics
+from shared.runtime.health import HealthServer, ReadinessCheck, RedisPing
+from shared.runtime.metrics import Metrics
 from shared.runtime.redis import connect, wait_ready
 from shared.runtime.settings import BusSettings, SwarmSettings
 
@@ -30,6 +37,8 @@ class ServiceContext:
     swarm: SwarmSettings
     settings: BusSettings
     live_info: list[Callable[[], Mapping[str, str]]] = field(default_factory=list)
+    # async () -> None when fine, else a short reason; all must pass for /readyz.
+    readiness: list[ReadinessCheck] = field(default_factory=list)
 
     def merged_live_info(self) -> Mapping[str, str]:
         out: dict[str, str] = {}
@@ -48,14 +57,37 @@ async def service_context(
     metrics: Metrics | None = None,
 ) -> AsyncIterator[ServiceContext]:
     metrics = metrics or Metrics.create()
-    server = serve_metrics(metrics, swarm.metrics_port)
     url = swarm.redis_url.get_secret_value()
+    async with AsyncExitStack() as stack:
+        ping = RedisPing(url)
+        stack.push_async_callback(ping.aclose)
+        checks: list[ReadinessCheck] = [ping]
+        if swarm.metrics_port:  # 0 disables the endpoints
+            server = HealthServer(metrics.registry, checks)
+            await server.start(swarm.metrics_port)  # up while Redis is waited for
+            stack.push_async_callback(server.aclose)
+        async with _connected(
+            service, swarm, settings, url=url, metrics=metrics, checks=checks, info=info
+        ) as ctx:
+            yield ctx
+
+
+@asynccontextmanager
+async def _connected(
+    service: str,
+    swarm: SwarmSettings,
+    settings: BusSettings,
+    *,
+    url: str,
+    metrics: Metrics,
+    checks: list[ReadinessCheck],
+    info: Mapping[str, str] | None,
+) -> AsyncIterator[ServiceContext]:
     redis = connect(url, settings)
     names = swarm.names
     member_id = swarm.member_id(service)
-    ctx = ServiceContext(
-        service, member_id, names, Bus(redis, names, settings, metrics), metrics, swarm, settings
-    )
+    bus = Bus(redis, names, settings, metrics, readiness=checks)
+    ctx = ServiceContext(service, member_id, names, bus, metrics, swarm, settings, readiness=checks)
     heartbeat = Heartbeat(
         redis,
         names,
@@ -89,7 +121,4 @@ async def service_context(
                 task.cancel()
             await heartbeat.leave()
         await redis.aclose()
-        if server is not None:
-            server.shutdown()
-            server.server_close()
         log.info("service.stopped", service=service, member_id=member_id)

@@ -7,7 +7,9 @@ What it guarantees (see docs/protocol.md):
   a consumer whose heartbeat expired are reclaimed at once (it is dead);
 * deliveries being handled have their claim refreshed, so no peer steals them;
 * an entry delivered more than `max_deliveries` times is dead-lettered, then acked;
-* Redis going away is waited out with backoff; a lost group is re-created.
+* Redis going away is waited out with backoff; a lost group is re-created;
+* while started, it is a readiness check of its service (`readiness`): its read loop runs
+  and its last XREADGROUP round trip succeeded recently (or it is full, waiting for room).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import contextlib
 import random
 import time
 from collections import deque
+from collections.abc import MutableSequence
 from typing import Any
 
 import structlog
@@ -27,6 +30,7 @@ from shared.bus import streamids
 from shared.bus.acker import Acker, AckOp
 from shared.bus.delivery import Delivery, Effect, Fields, Outgoing
 from shared.protocol.names import Names
+from shared.runtime.health import ReadinessCheck
 from shared.runtime.metrics import Metrics
 from shared.runtime.redis import REDIS_UNAVAILABLE
 from shared.runtime.settings import BusSettings
@@ -67,6 +71,10 @@ async def ensure_group(redis: Redis, stream: str, group: str) -> bool:
 
 
 _CLOSE_TIMEOUT_S = 10.0
+# A reader is taken for stuck once no XREADGROUP round trip succeeded for its BLOCK plus
+# this (a read on a dead connection fails within BLOCK + 5 s, the socket timeout).
+READ_GRACE_S = 5.0
+_MAX_READ_BACKOFF_S = 2.0  # so a reader is back within ~3 s of Redis
 
 
 class Subscription:
@@ -80,6 +88,7 @@ class Subscription:
         stream: str,
         group: str,
         consumer: str,
+        readiness: MutableSequence[ReadinessCheck] | None = None,
     ) -> None:
         self.stream = stream
         self.group = group
@@ -110,10 +119,16 @@ class Subscription:
         self._handle_seconds = metrics.handle_seconds.labels(stream, group)
         self._outcomes: dict[str, Any] = {}
         self._published: dict[str, Any] = {}
+        self._readiness = readiness
+        self._read_task: asyncio.Task[None] | None = None
+        self._healthy_at = time.monotonic()  # the reader's last successful round trip
+        self._waiting_for_room = False
+        self._read_error: str | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
         await ensure_group(self._redis, self.stream, self.group)
+        self._healthy_at = time.monotonic()
         for name, coro in (
             ("acker", self._acker.run()),
             ("reader", self._read_loop()),
@@ -125,6 +140,10 @@ class Subscription:
             task = asyncio.create_task(coro, name=f"{self.stream}:{name}")
             task.add_done_callback(self._on_task_done)
             self._tasks.append(task)
+            if name == "reader":
+                self._read_task = task
+        if self._readiness is not None:
+            self._readiness.append(self.readiness)
 
     def _on_task_done(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None and self._failure is None:
@@ -143,6 +162,8 @@ class Subscription:
     async def close(self) -> None:
         """Stop, flush pending acks, end background work. Unacked entries stay pending."""
         self.stop()
+        if self._readiness is not None and self.readiness in self._readiness:
+            self._readiness.remove(self.readiness)
         reader = next((t for t in self._tasks if t.get_name().endswith(":reader")), None)
         if reader is not None:
             await asyncio.wait({reader}, timeout=self._s.block_ms / 1000 + 2)
@@ -170,6 +191,23 @@ class Subscription:
     @property
     def in_flight(self) -> int:
         return len(self._in_flight)
+
+    async def readiness(self) -> str | None:
+        """None while the read loop runs and reads; else why not (a readiness check)."""
+        name = f"subscription {self.stream} ({self.group})"
+        if self._failure is not None:
+            return f"{name}: failed: {type(self._failure).__name__}: {self._failure}"
+        if self._stop.is_set():
+            return f"{name}: stopping"
+        if self._read_task is None or self._read_task.done():
+            return f"{name}: read loop not running"
+        if self._waiting_for_room:
+            return None  # full: every slot is being handled, reading resumes with room
+        quiet = time.monotonic() - self._healthy_at
+        if quiet > self._s.block_ms / 1000 + READ_GRACE_S:
+            why = f" (last error: {self._read_error})" if self._read_error else ""
+            return f"{name}: no successful read for {quiet:.1f}s{why}"
+        return None
 
     # -- the iterator ----------------------------------------------------------------------
     def __aiter__(self) -> Subscription:
@@ -288,27 +326,41 @@ class Subscription:
         delay = 0.1
         while not self._stop.is_set():
             try:
-                await self._room.wait()
+                if not self._room.is_set():
+                    self._waiting_for_room = True
+                    try:
+                        await self._room.wait()
+                    finally:
+                        self._waiting_for_room = False
+                    self._healthy_at = time.monotonic()  # quiet while full is no fault
                 if replay_from is not None:
                     replay_from = await self._replay(replay_from)
+                    self._read_succeeded()
                     continue
                 count = min(self._s.read_count, max(self._free(), 1))
                 entries = await self._blocking_read(count)
+                self._read_succeeded()
                 if entries:
                     self._enqueue([(streamids.text(i), f, 1, "new") for i, f in entries])
                 delay = 0.1
             except REDIS_UNAVAILABLE as exc:
+                self._read_error = f"{type(exc).__name__}: {exc}"
                 self._m.redis_errors.labels("read").inc()
                 log.warning("redis.unavailable", stream=self.stream, error=str(exc), retry_s=delay)
                 await asyncio.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 2, 5.0)
+                delay = min(delay * 2, _MAX_READ_BACKOFF_S)
             except ResponseError as exc:
+                self._read_error = f"{type(exc).__name__}: {exc}"
                 if "NOGROUP" not in str(exc):
                     raise
                 # The stream or group vanished (deleted, or Redis restarted without
                 # persistence). Nothing of ours survives it; start the group again.
                 log.error("group.missing", stream=self.stream, group=self.group)
                 await ensure_group(self._redis, self.stream, self.group)
+
+    def _read_succeeded(self) -> None:
+        self._healthy_at = time.monotonic()
+        self._read_error = None
 
     async def _blocking_read(self, count: int) -> list[tuple[bytes, dict[bytes, bytes]]]:
         # Never cancelled: a cancelled read can still be served by Redis, and its entries

@@ -26,7 +26,8 @@ def register_secret(value: str | None) -> None:
         _secrets.add(value)
 
 
-def _scrub_text(text: str) -> str:
+def scrub_text(text: str) -> str:
+    """`text` with every registered secret and any URL password masked."""
     for secret in _secrets:
         if secret in text:
             text = text.replace(secret, "***")
@@ -40,7 +41,7 @@ def scrub_secrets(
         if _SECRET_KEY.search(key):
             event[key] = "***"
         elif isinstance(value, str):
-            event[key] = _scrub_text(value)
+            event[key] = scrub_text(value)
     return event
 
 

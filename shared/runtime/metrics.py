@@ -7,9 +7,8 @@ entry ids and consumer names never become labels.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 _GENAI_DURATION_BUCKETS = (
     0.01,
@@ -306,11 +305,3 @@ class Metrics:
                 registry=reg,
             ),
         )
-
-
-def serve_metrics(metrics: Metrics, port: int, addr: str = "0.0.0.0") -> WSGIServer | None:  # noqa: S104
-    """Expose /metrics on `port` (0 disables). Returns the server so it can be shut down."""
-    if port == 0:
-        return None
-    server, _thread = start_http_server(port, addr=addr, registry=metrics.registry)
-    return server

@@ -21,7 +21,9 @@ from redis.asyncio import Redis
 from services.collector.export import PostgresExport
 from shared.bus.findings import task_view
 from shared.protocol import Finding, Names
+from shared.runtime.net import free_port
 from tests.collector.conftest import StartCollector, make_finding, publish, wait_handled
+from tests.waiting import eventually
 
 PG_URL = os.environ.get("FINDINGS_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -101,3 +103,29 @@ async def test_writing_the_same_finding_again_adds_no_row(table: str) -> None:
         await second.aclose()
     rows = await _rows(table)
     assert [r[0] for r in rows] == [f.finding_id]
+
+
+async def test_the_export_is_a_readiness_check_that_reconnects(table: str) -> None:
+    export = PostgresExport(PG_URL, table)
+    await export.open()
+    try:
+        assert await export.check() is None
+        conn = export._conn
+        assert conn is not None
+        async with await AsyncConnection.connect(PG_URL, autocommit=True) as admin:
+            await admin.execute("SELECT pg_terminate_backend(%s)", (conn.info.backend_pid,))
+
+        async def ready_again() -> bool:
+            return await export.check() is None
+
+        await eventually(ready_again, timeout=10, what="the export to reconnect")
+        await export.write(make_finding())  # and it writes again
+    finally:
+        await export.aclose()
+
+
+async def test_an_unreachable_database_is_named_without_its_password() -> None:
+    export = PostgresExport(f"postgresql://swarm:pg-s3cret@127.0.0.1:{free_port()}/x", "t")
+    reason = await export.check()
+    assert reason is not None and reason.startswith("postgres: OperationalError")
+    assert "pg-s3cret" not in reason

@@ -1,7 +1,8 @@
 """deploy/k8s: schema-valid (kubernetes-validate --strict; KEDA's CRD schemas through node),
-rendered by kustomize, and consistent with the swarm: probes on the metrics port, resource
-requests, secrets by reference only, and one KEDA ScaledObject per vendor worker on that
-vendor's stream and consumer group as shared/protocol/names.py spells them."""
+rendered by kustomize, and consistent with the swarm: /livez and /readyz probes on the
+metrics port, resource requests, secrets by reference only, and one KEDA ScaledObject per
+vendor worker on that vendor's stream and consumer group as shared/protocol/names.py
+spells them."""
 
 from __future__ import annotations
 
@@ -150,7 +151,7 @@ def env_of(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {e["name"]: e for e in container.get("env", [])}
 
 
-def test_every_service_has_probes_on_its_metrics_port_and_requests() -> None:
+def test_every_service_has_health_probes_on_its_metrics_port_and_requests() -> None:
     assert config()["METRICS_PORT"] == "9100"
     names = set(of_kind("Deployment"))
     assert {"dispatcher", "collector", *(f"worker-{v}" for v in VENDORS)} <= names
@@ -158,9 +159,11 @@ def test_every_service_has_probes_on_its_metrics_port_and_requests() -> None:
     for name, _pod, c in containers():
         ports = {p["name"]: p["containerPort"] for p in c["ports"]}
         assert ports == {"metrics": 9100}, name
-        for probe in ("readinessProbe", "livenessProbe"):
+        for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/livez")):
             get = c[probe]["httpGet"]
-            assert (get["path"], get["port"]) == ("/metrics", "metrics"), (name, probe)
+            assert (get["path"], get["port"]) == (path, "metrics"), (name, probe)
+            # The endpoints answer within ~2 s (readiness checks are bounded at 2 s each).
+            assert c[probe]["timeoutSeconds"] >= 3, (name, probe)
         requests = c["resources"]["requests"]
         assert requests["cpu"] and requests["memory"], name
         assert c["resources"]["limits"]["memory"], name

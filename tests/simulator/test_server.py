@@ -29,7 +29,10 @@ AUTH = {"authorization": "Bearer k"}
 async def test_health(sim: Simulator) -> None:
     async with httpx2.AsyncClient() as http:
         resp = await http.get(f"{sim.base_url}/_sim/health")
+        probes = [await http.get(f"{sim.base_url}{path}") for path in ("/livez", "/readyz")]
     assert resp.status_code == 200 and resp.json() == {"ok": True}
+    # The probe paths of every swarm image (shared/runtime/health.py) answer here too.
+    assert [(p.status_code, p.text) for p in probes] == [(200, "ok\n"), (200, "ok\n")]
 
 
 async def test_stats_count_by_vendor_model_and_status(

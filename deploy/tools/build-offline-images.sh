@@ -100,8 +100,9 @@ build_base() {
 build_standin() {  # name tag
   local name=$1 tag=$2 start=$SECONDS
   if have_image "$tag"; then say "$tag: present"; return; fi
-  DOCKER_BUILDKIT=0 docker build -q --build-arg "BASE=$BASE" -t "$tag" \
-    "$HERE/standins/$name" >/dev/null
+  local log=/tmp/swarm-standin-$name.log
+  DOCKER_BUILDKIT=0 docker build --build-arg "BASE=$BASE" -t "$tag" "$HERE/standins/$name" \
+    >"$log" 2>&1 || { tail -n 30 "$log" >&2; say "$tag: build failed"; exit 1; }
   say "$tag: built in $((SECONDS - start)) s"
 }
 

@@ -359,3 +359,19 @@ def test_every_worker_idles_rather_than_crash_loops_without_its_key(tmp_path: Pa
     for name, service in resolved(tmp_path)["services"].items():
         if name.startswith("worker-"):
             assert service["environment"]["SWARM_WORKER_UNCONFIGURED"] == "idle", name
+
+
+def test_offline_image_script_sets_the_variables_compose_reads(tmp_path: Path) -> None:
+    script = DEPLOY / "tools" / "build-offline-images.sh"
+    res = subprocess.run(
+        ["bash", str(script), "--print-env"], capture_output=True, text=True, check=True
+    )
+    printed = dict(re.findall(r"^export (SWARM_\w+_IMAGE)=(\S+)$", res.stdout, re.M))
+    used = set(re.findall(r"\$\{(SWARM_\w+_IMAGE):-", (ROOT / "compose.yaml").read_text()))
+    # Every image compose takes from a variable has a stand-in, except Grafana (no package).
+    assert used - set(printed) == {"SWARM_GRAFANA_IMAGE"}
+    config = resolved(tmp_path, **printed)["services"]
+    assert config["redis"]["image"] == printed["SWARM_REDIS_IMAGE"]
+    assert config["dispatcher"]["build"]["args"]["PYTHON_IMAGE"] == printed["SWARM_PYTHON_IMAGE"]
+    for name in ("redis", "prometheus", "redis-exporter", "alertmanager"):
+        assert (DEPLOY / "tools" / "standins" / name / "Dockerfile").is_file(), name

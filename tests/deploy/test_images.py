@@ -365,3 +365,11 @@ def test_the_probe_notices_a_missing_sdk(tmp_path: Path) -> None:
         check=False,
     )
     assert res.returncode != 0 and "anthropic" in res.stderr
+
+
+@pytest.mark.parametrize(
+    "standin", sorted(p.parent.name for p in (DEPLOY / "tools" / "standins").glob("*/Dockerfile"))
+)
+def test_hadolint_finds_nothing_in_the_offline_standins(standin: str) -> None:
+    res = hadolint(DEPLOY / "tools" / "standins" / standin / "Dockerfile")
+    assert res.returncode == 0 and res.stdout.strip() == "", res.stdout + res.stderr

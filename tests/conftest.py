@@ -2,7 +2,9 @@
 
 1. REDIS_URL from the environment (CI's server, a developer's own);
 2. a throwaway container via testcontainers, when a Docker engine answers;
-3. a private `redis-server` from PATH on a free loopback port.
+3. a private `redis-server` from PATH on a free loopback port: also when an engine answers
+   but the container does not start (no registry to pull the image from, say), with one
+   warning that says why (tests/cli/test_redis_fallback.py).
 
 If none works the session fails loudly: the Redis tests never silently skip.
 Every test gets its own namespace, so nothing is flushed and tests never collide.
@@ -10,9 +12,11 @@ Every test gets its own namespace, so nothing is flushed and tests never collide
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import uuid
+import warnings
 from collections.abc import AsyncIterator, Iterator
 from urllib.parse import urlsplit
 
@@ -44,16 +48,28 @@ def _docker_engine_answers() -> bool:
         return False
 
 
-def _docker_redis() -> Iterator[str] | None:
-    if not _docker_engine_answers():
-        return None
+# pyproject.toml's filterwarnings shows this warning instead of failing the test with it.
+FALLBACK_WARNING = "no Redis container for the tests"
+
+
+@contextlib.contextmanager
+def _redis_container() -> Iterator[str]:
+    """A throwaway Redis container; raises whatever stops it from starting (a pull with no
+    registry, a refused create, a wait that times out), leaving no container behind."""
     from testcontainers.community.redis import RedisContainer  # noqa: PLC0415
 
-    def gen() -> Iterator[str]:
-        with RedisContainer("redis:7.4-alpine") as rc:
-            yield f"redis://{rc.get_container_host_ip()}:{rc.get_exposed_port(6379)}/0"
-
-    return gen()
+    container = RedisContainer("redis:7.4-alpine")
+    try:
+        container.start()
+        url = f"redis://{container.get_container_host_ip()}:{container.get_exposed_port(6379)}/0"
+    except BaseException:
+        with contextlib.suppress(Exception):  # created but not ready: remove it
+            container.stop()
+        raise
+    try:
+        yield url
+    finally:
+        container.stop()
 
 
 @pytest.fixture(scope="session")
@@ -64,10 +80,21 @@ def redis_url() -> Iterator[str]:
             pytest.fail(f"REDIS_URL is set but does not answer: {url}")
         yield url
         return
-    docker_gen = _docker_redis()
-    if docker_gen is not None:
-        yield from docker_gen
-        return
+    if _docker_engine_answers():
+        container = contextlib.ExitStack()
+        try:
+            url = container.enter_context(_redis_container())
+        except Exception as exc:  # any failure to start: the private server will do
+            why = " ".join(str(exc).split())[:300]
+            warnings.warn(
+                f"{FALLBACK_WARNING}: a Docker engine answers, but the container did not "
+                f"start ({type(exc).__name__}: {why}); using a private redis-server instead",
+                stacklevel=1,
+            )
+        else:
+            with container:
+                yield url
+            return
     try:
         with private_redis_server() as (private_url, _proc):
             yield private_url

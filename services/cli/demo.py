@@ -8,8 +8,9 @@ with the original design's 40 workers as in-flight capacity, a Gemini history sh
 with five years of operations history, and the collector. The workload (200 research tasks
 of mixed complexity, a fifth of them asking the shard, plus one malformed task) is posted
 as one run; progress is shown until the collector has every finding; then a table per
-vendor, the cost against one premium model, and where the findings are. Ctrl-C (or the
-end) stops every service with SIGTERM, so each drains and leaves the fleet cleanly.
+vendor, the cost against one premium model, and where the findings are. The end, Ctrl-C,
+SIGTERM or SIGHUP (a closed terminal) stops every service with SIGTERM, so each drains and
+leaves the fleet cleanly.
 """
 
 from __future__ import annotations
@@ -22,13 +23,13 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Mapping
+import urllib.request
+from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-import httpx
 from redis.asyncio import Redis
 
 from services.cli.demo_report import build_report, format_report
@@ -90,13 +91,92 @@ def run(args: argparse.Namespace) -> int:
         raise CliError("--tasks must be at least 1")
     configure_logging("error", json=False)
     try:
-        with find_redis(os.environ.get("REDIS_URL")) as url:
-            return asyncio.run(run_demo(url, args))
+        with _stop_signals_raise(), find_redis(os.environ.get("REDIS_URL")) as url:
+            return asyncio.run(_until_stopped(run_demo(url, args)))
     except RuntimeError as exc:
         raise CliError(str(exc)) from exc
-    except KeyboardInterrupt:
-        print("\nstopped: every service was sent SIGTERM and drained", file=sys.stderr)
+    except Stopped as exc:
+        _stopped_note(str(exc))
+        return 128 + exc.signum
+    except KeyboardInterrupt:  # Ctrl-C before the handlers are in place
+        _stopped_note("Ctrl-C")
         return 130
+
+
+# Ctrl-C (SIGINT), SIGTERM (kill, a supervisor) and SIGHUP (the terminal closed) all stop the
+# demo the same way. Its services run in their own sessions, so no signal reaches them but
+# the SIGTERM the demo sends: without this they would outlive it, reparented to init.
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_RETRY_CANCEL_S = 0.5  # a library may swallow a cancel (google-genai's countTokens does)
+T = TypeVar("T")
+_FLEETS: list[Fleet] = []  # the fleets running now, for a stop signal to stop
+
+
+class Stopped(BaseException):
+    """A stop signal reached the demo. A BaseException, as KeyboardInterrupt is, so no
+    `except Exception` swallows it on its way out; raised once every service has stopped."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__("Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_stopped(signum: int, _frame: object) -> None:
+    raise Stopped(signum)
+
+
+@contextlib.contextmanager
+def _stop_signals_raise() -> Iterator[None]:
+    """Outside the event loop (finding Redis, starting or stopping a private redis-server),
+    the stop signals raise Stopped, so every `with` unwinds."""
+    previous = {sig: signal.signal(sig, _raise_stopped) for sig in _STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+async def _until_stopped(main: Coroutine[Any, Any, T]) -> T:
+    """Run the demo until it ends or a stop signal comes. On the first signal, every
+    running fleet is stopped (SIGTERM, drain, SIGKILL after the grace) whatever the demo is
+    doing, the demo is cancelled (again, should a library swallow the cancel), and Stopped
+    names the signal. Later signals change nothing: the stop is already bounded."""
+    loop = asyncio.get_running_loop()
+    work = asyncio.ensure_future(main)
+    requested = asyncio.Event()
+    received: list[int] = []
+
+    def on_signal(signum: int) -> None:
+        if not received:
+            received.append(signum)
+            requested.set()
+
+    for sig in _STOP_SIGNALS:
+        loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        waiter = asyncio.ensure_future(requested.wait())
+        await asyncio.wait({work, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        if not received:
+            return work.result()
+        work.cancel()
+        await asyncio.gather(*(fleet.stop() for fleet in list(_FLEETS)))
+        while not work.done():
+            await asyncio.wait({work}, timeout=_RETRY_CANCEL_S)
+            work.cancel()
+        if not work.cancelled():
+            work.exception()  # retrieved: whatever the demo died of, it was told to stop
+        raise Stopped(received[0])
+    finally:
+        for sig in _STOP_SIGNALS:  # back to raising (the loop would reset them to default)
+            loop.remove_signal_handler(sig)
+            signal.signal(sig, _raise_stopped)
+
+
+def _stopped_note(how: str) -> None:
+    with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone
+        print(f"\nstopped ({how}): every service was sent SIGTERM and drained", file=sys.stderr)
 
 
 @dataclass
@@ -106,8 +186,11 @@ class Fleet:
     env: dict[str, str]
     logs: Path
     procs: dict[str, asyncio.subprocess.Process] = field(default_factory=dict)
+    _stopping: asyncio.Future[None] | None = field(default=None, init=False, repr=False)
 
     async def start(self, name: str, *argv: str, env: Mapping[str, str] | None = None) -> None:
+        if self._stopping is not None:
+            raise CliError("the demo is stopping")
         log = (self.logs / f"{name}.log").open("ab")
         try:
             self.procs[name] = await asyncio.create_subprocess_exec(
@@ -122,6 +205,10 @@ class Fleet:
             )
         finally:
             log.close()
+        if self._stopping is not None:  # stopped while this one was starting
+            self.procs[name].kill()
+            await self.procs[name].wait()
+            raise CliError("the demo is stopping")
 
     def check(self) -> None:
         for name, proc in self.procs.items():
@@ -130,6 +217,13 @@ class Fleet:
                 raise CliError(f"{name} exited with code {proc.returncode}; its log ends:\n{tail}")
 
     async def stop(self) -> None:
+        """SIGTERM to every service, SIGKILL to any still running after the grace. Done
+        once, however many ask (the demo's `finally` and a stop signal both do)."""
+        if self._stopping is None:
+            self._stopping = asyncio.ensure_future(self._stop())
+        await asyncio.shield(self._stopping)
+
+    async def _stop(self) -> None:
         for proc in self.procs.values():
             if proc.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -211,6 +305,7 @@ async def _fleet(url: str, names: Names, logs: Path) -> AsyncIterator[tuple[Flee
     }
     env.pop("SWARM_SIMULATOR_URL", None)
     fleet = Fleet(env, logs)
+    _FLEETS.append(fleet)
     try:
         simulated = [v for v in WORKERS if not os.environ.get(KEY_ENV[v])]
         sim_env: dict[str, str] = {}
@@ -251,7 +346,10 @@ async def _fleet(url: str, names: Names, logs: Path) -> AsyncIterator[tuple[Flee
         shard_vendors = VendorSettings(SWARM_SIMULATOR_URL=sim_url)
         yield fleet, shard_vendors
     finally:
-        await fleet.stop()
+        try:
+            await fleet.stop()
+        finally:
+            _FLEETS.remove(fleet)
         say(f"stopped {len(fleet.procs)} processes; logs in {logs}/")
 
 
@@ -269,15 +367,25 @@ def _simulator_config() -> str:
 
 async def _wait_http(url: str, fleet: Fleet) -> None:
     deadline = time.monotonic() + _START_TIMEOUT_S
-    async with httpx.AsyncClient(timeout=1) as client:
-        while True:
-            fleet.check()
-            with contextlib.suppress(httpx.HTTPError):
-                if (await client.get(url)).status_code == 200:
-                    return
-            if time.monotonic() > deadline:
-                raise CliError(f"the simulator did not answer at {url}")
-            await asyncio.sleep(0.1)
+    while True:
+        fleet.check()
+        if await asyncio.to_thread(_answers_200, url):
+            return
+        if time.monotonic() > deadline:
+            raise CliError(f"the simulator did not answer at {url}")
+        await asyncio.sleep(0.1)
+
+
+# The standard library's client: the demo's own HTTP needs no extra, and never a proxy.
+_LOOPBACK = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def _answers_200(url: str) -> bool:
+    try:
+        with _LOOPBACK.open(url, timeout=1) as reply:
+            return bool(reply.status == 200)
+    except OSError:  # refused, reset, timed out, or an HTTP error status
+        return False
 
 
 async def _load_shard(redis: Redis, names: Names, vendors: VendorSettings) -> Any:

@@ -2,9 +2,10 @@
 
 The handler gets a Delivery and returns the entries to publish (or nothing); they are
 written before the ack (an entry whose output fails is not acked). It may raise DeadLetter
-to park the entry with a reason. Any other exception is logged and the entry is released:
-it stays pending and is delivered again after the visibility timeout, until max_deliveries
-dead-letters it.
+to park the entry with a reason. Redis unavailable inside the handler runs it again after a
+short backoff (the entry is still ours). Any other exception is logged and the entry is
+released: it stays pending and is delivered again after the visibility timeout, until
+max_deliveries dead-letters it.
 """
 
 from __future__ import annotations
@@ -18,10 +19,17 @@ import structlog
 
 from shared.bus.delivery import DeadLetter, Delivery, Effect
 from shared.bus.subscription import Subscription
+from shared.runtime.redis import REDIS_UNAVAILABLE
 
 log = structlog.get_logger("swarm.bus")
 
 Handler = Callable[[Delivery], Awaitable[Sequence[Effect] | None]]
+
+# A handler that meets Redis unavailable runs again after 0.25, 0.5, 1, 2, 4, 4 s (~12 s in
+# all: a Redis restart or failover) before its entry is left for the visibility timeout.
+BLIP_RETRIES = 6
+BLIP_FIRST_DELAY_S = 0.25
+BLIP_MAX_DELAY_S = 4.0
 
 
 @dataclass(slots=True)
@@ -80,30 +88,48 @@ async def _handle(delivery: Delivery, handler: Handler, stats: ServeStats) -> No
         stream=delivery.stream, entry_id=delivery.entry_id, deliveries=delivery.deliveries
     )
     started = time.perf_counter()
-    try:
-        out = await handler(delivery)
-    except DeadLetter as dl:
+    delay = BLIP_FIRST_DELAY_S
+    for attempt in range(1, BLIP_RETRIES + 2):
         try:
-            await delivery.dead_letter(
-                dl.reason, field=dl.field, stream=dl.stream, effects=dl.effects
-            )
-        except Exception:
-            stats.failed += 1
-            log.exception("delivery.dead_letter_failed", reason=dl.reason)
+            out = await handler(delivery)
+        except DeadLetter as dl:
+            try:
+                await delivery.dead_letter(
+                    dl.reason, field=dl.field, stream=dl.stream, effects=dl.effects
+                )
+            except Exception:
+                stats.failed += 1
+                log.exception("delivery.dead_letter_failed", reason=dl.reason)
+                return
+            stats.dead_lettered += 1
+            log.warning("delivery.dead_lettered", reason=dl.reason, field=dl.field)
             return
-        stats.dead_lettered += 1
-        log.warning("delivery.dead_lettered", reason=dl.reason, field=dl.field)
-        return
-    except asyncio.CancelledError:
-        delivery.release("abandoned")
-        stats.abandoned += 1
-        log.warning("delivery.abandoned", note="left pending for reclaim")
-        raise
-    except Exception:
-        delivery.release("failed")
-        stats.failed += 1
-        log.exception("delivery.failed", note="left pending; redelivered after visibility timeout")
-        return
+        except asyncio.CancelledError:
+            delivery.release("abandoned")
+            stats.abandoned += 1
+            log.warning("delivery.abandoned", note="left pending for reclaim")
+            raise
+        except REDIS_UNAVAILABLE as exc:
+            # A Redis blip (restart, failover, network): the entry is still this consumer's
+            # and every step is idempotent, so run it again soon rather than leave it
+            # pending for the visibility timeout (a minute by default).
+            if attempt > BLIP_RETRIES:
+                delivery.release("failed")
+                stats.failed += 1
+                log.exception("delivery.failed", note="Redis unavailable; left pending")
+                return
+            log.warning("delivery.redis_retry", error=str(exc) or type(exc).__name__, delay_s=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, BLIP_MAX_DELAY_S)
+            continue
+        except Exception:
+            delivery.release("failed")
+            stats.failed += 1
+            log.exception(
+                "delivery.failed", note="left pending; redelivered after visibility timeout"
+            )
+            return
+        break
     try:
         await delivery.ack(*(out or ()))
     except Exception:

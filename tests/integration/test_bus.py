@@ -12,6 +12,7 @@ from redis.exceptions import ResponseError
 from shared.bus import Bus, DeadLetter, Delivery, Outgoing, ensure_group, serve
 from shared.protocol import Names
 from shared.runtime.metrics import Metrics
+from shared.runtime.net import free_port
 from shared.runtime.settings import BusSettings
 from tests.waiting import eventually
 
@@ -193,3 +194,27 @@ async def test_an_ack_that_cannot_be_written_frees_the_slot_and_the_entry_comes_
     await _run(bus, names.intake, "g", handler, written)
     assert seen[:2] == [1, 2]  # the unacked entry was redelivered, not held forever
     assert await _pending(redis, names.intake, "g") == 0
+
+
+async def test_a_redis_blip_in_a_handler_is_retried_in_place_not_after_the_timeout(
+    bus: Bus, names: Names, redis_url: str
+) -> None:
+    """The handler's own Redis calls fail (nothing listens on that port) twice, then work:
+    the entry is acked on its first delivery, not left pending for the visibility timeout
+    (30 s here, longer than this test may take)."""
+    await bus.publish(names.intake, {"prompt": "x"})
+    down = Redis(port=free_port(), socket_connect_timeout=0.5)
+    attempts: list[int] = []
+
+    async def handler(d: Delivery) -> None:
+        attempts.append(d.deliveries)
+        client = down if len(attempts) <= 2 else bus.redis
+        await client.set(f"{names.namespace}:blip", d.entry_id)
+
+    async def acked() -> bool:
+        return bool(attempts) and await _pending(bus.redis, names.intake, "g") == 0
+
+    await _run(bus, names.intake, "g", handler, acked)
+    await down.aclose()
+    assert attempts == [1, 1, 1]  # three runs of the same (first) delivery
+    assert await bus.redis.get(f"{names.namespace}:blip") is not None

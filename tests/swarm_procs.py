@@ -76,6 +76,7 @@ class SwarmProcs:
     env: Mapping[str, str] = field(default_factory=dict)
     procs: dict[str, Proc] = field(default_factory=dict)
     sim_url: str | None = None
+    cwd: Path = ROOT  # settings read `.env` from here: a temp dir keeps a developer's out
 
     def __post_init__(self) -> None:
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -129,7 +130,7 @@ class SwarmProcs:
                 "run",
                 service,
                 *argv,
-                cwd=ROOT,
+                cwd=self.cwd,
                 env={**self._base_env, **extra, "CONSUMER_NAME": consumer or name, **(env or {})},
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=out,

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 
 from services.cli.errors import CliError
+from shared.runtime.config_errors import ConfigError
 
 # Service name -> "module:function" taking the parsed args and returning an exit code.
 # Imported lazily, so `swarm` never loads a service (or its vendor SDK) it does not run.
@@ -177,6 +178,7 @@ def cmd_route(args: argparse.Namespace) -> int:
     from shared.llm.registry import price_table  # noqa: PLC0415
     from shared.llm.settings import VendorSettings  # noqa: PLC0415
     from shared.protocol import DecodeError, Task, decode  # noqa: PLC0415
+    from shared.runtime.config_errors import load  # noqa: PLC0415
 
     fields = {"prompt": args.prompt}
     if args.context_file:
@@ -191,7 +193,7 @@ def cmd_route(args: argparse.Namespace) -> int:
     except DecodeError as exc:
         raise CliError(str(exc)) from exc
     fleet = Fleet.everyone_live()
-    decision = route(task, Policy.load(), price_table(VendorSettings()), fleet)
+    decision = route(task, Policy.load(), price_table(load(VendorSettings)), fleet)
     if args.explain or decision.chosen is None:
         print(decision.explain())
     else:
@@ -208,20 +210,22 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from services.dispatcher.settings import DispatcherSettings  # noqa: PLC0415
     from shared.llm.registry import price_table  # noqa: PLC0415
     from shared.llm.settings import VendorSettings  # noqa: PLC0415
+    from shared.runtime.config_errors import load_all  # noqa: PLC0415
     from shared.runtime.settings import BusSettings  # noqa: PLC0415
 
     try:
         text = Path(args.workload).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise CliError(f"cannot read {args.workload}: {exc}") from exc
-    in_flight = args.in_flight if args.in_flight is not None else BusSettings().max_in_flight
+    bus, vendors, dispatcher = load_all(BusSettings, VendorSettings, DispatcherSettings)
+    in_flight = args.in_flight if args.in_flight is not None else bus.max_in_flight
     if args.latency_s <= 0 or args.within_s <= 0 or in_flight <= 0:
         raise CliError("--latency-s, --within-s and --in-flight must be > 0")
-    prices = price_table(VendorSettings())
+    prices = price_table(vendors)
     tasks, problems = parse_workload(text)
     plan = make_plan(
         tasks,
-        Policy.load(DispatcherSettings().policy_file, prices),
+        Policy.load(dispatcher.policy_file, prices),
         prices,
         latency_s=args.latency_s,
         within_s=args.within_s,
@@ -288,6 +292,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handlers[args.command](args)
     except CliError as exc:
         print(f"swarm: error: {exc}", file=sys.stderr)
+        return 2
+    except ConfigError as exc:  # a bad variable: one line each, naming it
+        for problem in exc.problems:
+            print(f"swarm: error: {problem.message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -25,6 +25,7 @@ from shared.llm.errors import LLMError
 from shared.llm.registry import build_client, price_table
 from shared.llm.settings import VendorSettings
 from shared.protocol import Names, Status
+from shared.runtime.config_errors import load_all
 from shared.runtime.metrics import Metrics
 from shared.runtime.redis import connect, wait_ready
 from shared.runtime.settings import BusSettings, SwarmSettings
@@ -83,7 +84,7 @@ async def _redis(swarm: SwarmSettings, bus: BusSettings) -> AsyncIterator[Redis]
 
 
 async def run(args: argparse.Namespace) -> int:
-    swarm, bus = SwarmSettings(), BusSettings()
+    swarm, bus = load_all(SwarmSettings, BusSettings)
     async with _redis(swarm, bus) as redis:
         if args.shard_command == "load":
             return await _load(args, redis, swarm.names)
@@ -93,7 +94,7 @@ async def run(args: argparse.Namespace) -> int:
 
 
 async def _load(args: argparse.Namespace, redis: Redis, names: Names) -> int:
-    vendors, settings = VendorSettings(), ShardSettings()
+    vendors, settings = load_all(VendorSettings, ShardSettings)
     store = ContextStore(redis, names)
     head = await store.head(args.name)
     vendor = args.vendor or (head.vendor if head else "gemini")

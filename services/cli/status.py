@@ -12,7 +12,6 @@ from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
-from pydantic import ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
@@ -21,6 +20,7 @@ from services.cli.shard import format_shards, shard_rows
 from shared.bus.findings import ModelTotals, totals_by_model
 from shared.bus.membership import live_members
 from shared.protocol import Names
+from shared.runtime.config_errors import load_all
 from shared.runtime.redis import connect, wait_ready
 from shared.runtime.settings import BusSettings, SwarmSettings
 
@@ -40,13 +40,9 @@ class Session:
 
 
 def settings() -> tuple[SwarmSettings, BusSettings]:
-    """REDIS_URL, SWARM_NAMESPACE and the bus tuning; a bad value is one line."""
-    try:
-        return SwarmSettings(), BusSettings()
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "settings"
-        raise CliError(f"{where}: {err['msg'].removeprefix('Value error, ')}") from None
+    """REDIS_URL, SWARM_NAMESPACE and the bus tuning; a bad value is a ConfigError naming
+    the variable, which `swarm` prints as one line."""
+    return load_all(SwarmSettings, BusSettings)
 
 
 @asynccontextmanager
@@ -126,20 +122,36 @@ def _role(member: dict[str, str]) -> tuple[str, str]:
 
 
 def live_rows(members: list[dict[str, str]]) -> list[dict[str, Any]]:
-    """One row per service and vendor (or shard): replicas, capacity, in flight."""
+    """One row per service and vendor (or shard): replicas, capacity, in flight, and whether
+    they have their vendor's key (`configured`; else the variables `missing`, and how many
+    replicas are `unconfigured`: they run but take no tasks)."""
     rows: dict[tuple[str, str], dict[str, Any]] = {}
     for m in members:
         service, name = _role(m)
         row = rows.setdefault(
             (service, name),
             {"service": service, "name": name, "replicas": 0, "capacity": 0, "in_flight": 0,
-             "members": []},
+             "members": [], "configured": True, "unconfigured": 0, "missing": []},
         )  # fmt: skip
         row["replicas"] += 1
         row["capacity"] += _int(m.get("capacity"))
         row["in_flight"] += _int(m.get("in_flight"))
         row["members"].append(m.get("member_id", ""))
+        if m.get("configured") == "false":
+            row["configured"] = False
+            row["unconfigured"] += 1
+            missing = [v for v in m.get("missing", "").split(",") if v]
+            row["missing"] = sorted({*row["missing"], *missing})
     return [rows[k] for k in sorted(rows)]
+
+
+def not_configured(row: dict[str, Any]) -> str:
+    """`not configured (set DEEPSEEK_API_KEY)` for a row whose replicas lack their key."""
+    if row.get("configured", True):
+        return ""
+    some = "" if row["unconfigured"] == row["replicas"] else f"{row['unconfigured']} "
+    what = " or ".join(row["missing"]) or "its vendor's key"
+    return f"{some}not configured (set {what})"
 
 
 async def fleet_data(redis: Redis, names: Names) -> dict[str, Any]:
@@ -186,9 +198,10 @@ def format_fleet(data: dict[str, Any], where: str) -> str:
         )
         for r in live:
             cap = str(r["capacity"]) if r["capacity"] else "-"
+            note = not_configured(r)
             lines.append(
                 f"{r['service']:<22} {r['name'] or '-':<18} {r['replicas']:>4} "
-                f"{r['in_flight']:>9} {cap:>8}"
+                f"{r['in_flight']:>9} {cap:>8}" + (f"  {note}" if note else "")
             )
     lines += ["", f"{'STREAM':<40} {'LENGTH':>8}  GROUPS (pending, lag)"]
     for s in data["streams"]:

@@ -16,6 +16,16 @@ from shared.protocol import Names
 from shared.runtime.metrics import Metrics
 
 
+def is_worker(member: Mapping[str, str]) -> bool:
+    """A member that takes its vendor's tasks: a worker that has its vendor's key (one
+    started without it under SWARM_WORKER_UNCONFIGURED=idle heartbeats `configured=false`)."""
+    return (
+        member.get("service", "").startswith("worker-")
+        and bool(member.get("vendor"))
+        and member.get("configured") != "false"
+    )
+
+
 class FleetView:
     def __init__(
         self,
@@ -43,17 +53,22 @@ class FleetView:
         self._live_grace_s = live_grace_s
         self._cooling: dict[tuple[str, str], float] = {}
         self._spent: dict[tuple[str, str], tuple[float, float]] = {}  # (kind, name) -> (spent, cap)
+        # vendor -> the variable its workers miss: every live one runs unconfigured (idle)
+        self.unconfigured: dict[str, str] = {}
 
     async def get(self) -> Fleet:
         if time.monotonic() - self._read_at >= self._refresh_s:
             live: dict[str, int] = {}
             members: dict[tuple[str, str], int] = {}
+            unconfigured: dict[str, str] = {}
             for member in await live_members(self._redis, self._names):
                 service = member.get("service", "")
                 key = (service, member.get("vendor") or member.get("shard_id") or "")
                 members[key] = members.get(key, 0) + 1
-                if service.startswith("worker-") and member.get("vendor"):
+                if is_worker(member):
                     live[member["vendor"]] = live.get(member["vendor"], 0) + 1
+                elif service.startswith("worker-") and member.get("vendor"):
+                    unconfigured[member["vendor"]] = member.get("missing", "")
             self._members = members
             self._cooling = await self._cooldowns.cooling()
             cooling = frozenset(self._cooling.keys())
@@ -68,6 +83,7 @@ class FleetView:
             for vendor, seen in self._last_seen.items():
                 if vendor not in live and now - seen <= self._live_grace_s:
                     live[vendor] = 1
+            self.unconfigured = {v: m for v, m in unconfigured.items() if v not in live}
             # A vendor over its period budget takes no new work, whatever its live workers.
             live = {v: n for v, n in live.items() if v not in self.vendors_over_cap}
             self._fleet = Fleet(live=live, cooling=cooling)

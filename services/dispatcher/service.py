@@ -198,8 +198,11 @@ class Intake:
             fleet = await self.fleet.wait_for_workers(self.settings.cold_start_wait_s)
             decision = route(task, self.policy, self.prices, fleet)
             if decision.chosen is None and not fleet.live and not self.fleet.vendors_over_cap:
-                # Still none: queue for the cheapest; its worker will serve it when it comes.
-                return route(task, self.policy, self.prices, Fleet.everyone_live())
+                # Still none: queue for the cheapest; its worker will serve it when it comes
+                # (not a vendor whose workers run without its key: they never will).
+                everyone = Fleet.everyone_live().live
+                hoped = {v: n for v, n in everyone.items() if v not in self.fleet.unconfigured}
+                return route(task, self.policy, self.prices, Fleet(live=hoped))
         pinned = task.vendor
         if decision.chosen is None and pinned and pinned not in self.fleet.vendors_over_cap:
             waiting = Fleet(live={**fleet.live, pinned: max(fleet.live.get(pinned, 0), 1)},

@@ -9,7 +9,8 @@ import os
 from services.megashard.service import run_megashard
 from services.megashard.settings import ShardSettings
 from shared.llm.settings import VendorSettings
-from shared.runtime.lifecycle import run as run_service
+from shared.runtime.config_errors import load_all
+from shared.runtime.lifecycle import Main, run_service
 from shared.runtime.logging import configure_logging
 from shared.runtime.settings import BusSettings, SwarmSettings
 
@@ -17,11 +18,16 @@ from shared.runtime.settings import BusSettings, SwarmSettings
 def run(args: argparse.Namespace) -> int:
     if getattr(args, "shard", None):
         os.environ["SWARM_SHARD_ID"] = args.shard
-    swarm = SwarmSettings()
-    configure_logging(swarm.log_level, swarm.log_json)
-    settings, bus, vendors = ShardSettings(), BusSettings(), VendorSettings()
 
-    async def main(stop: asyncio.Event) -> int:
-        return await run_megashard(stop, swarm, bus, settings, vendors)
+    def setup() -> Main:
+        swarm, settings, bus, vendors = load_all(
+            SwarmSettings, ShardSettings, BusSettings, VendorSettings
+        )
+        configure_logging(swarm.log_level, swarm.log_json)
 
-    return run_service(main)
+        async def main(stop: asyncio.Event) -> int:
+            return await run_megashard(stop, swarm, bus, settings, vendors)
+
+        return main
+
+    return run_service(setup)

@@ -18,7 +18,7 @@ import structlog
 
 from services.megashard.cache import ExplicitCacheClient, GeminiContextCache
 from services.megashard.corpus import SYSTEM_PROMPT
-from services.megashard.settings import ShardSettings
+from services.megashard.settings import SHARD_VENDORS, ShardSettings
 from services.megashard.shard import Shard
 from services.megashard.store import ContextStore
 from shared.bus import (
@@ -34,8 +34,9 @@ from shared.bus import (
 from shared.bus.context_client import MEGASHARD_SERVICE
 from shared.llm.base import LLMClient
 from shared.llm.registry import build_client, price_table
-from shared.llm.settings import VendorSettings
+from shared.llm.settings import MissingCredentialsError, VendorSettings
 from shared.protocol import ContextQuery, DecodeError, Names, decode, encode
+from shared.runtime.config_errors import ConfigError, Problem
 from shared.runtime.logging import register_secret
 from shared.runtime.metrics import Metrics
 from shared.runtime.settings import BusSettings, SwarmSettings
@@ -53,7 +54,7 @@ async def run_megashard(
     for secret in (vendors.anthropic_api_key, vendors.google_api_key):
         register_secret(secret.get_secret_value() if secret else None)
     prices = price_table(vendors)
-    info = {"shard_id": settings.id}
+    info = {"shard_id": settings.id, **_configured(vendors, settings)}
     async with service_context(MEGASHARD_SERVICE, swarm, bus_settings, info=info) as ctx:
         names, redis = ctx.names, ctx.bus.redis
         store = ContextStore(redis, names)
@@ -97,6 +98,34 @@ async def run_megashard(
             await watching
             await shard.aclose()
     return 0
+
+
+def _configured(vendors: VendorSettings, settings: ShardSettings) -> dict[str, str]:
+    """Heartbeat fields on whether any shard vendor has its key; with none, a ConfigError
+    (exit 2), or with SWARM_SHARD_UNCONFIGURED=idle one warning, and every query is then
+    answered `failed`, naming the variable (a compose stack with other vendors' keys only
+    keeps its mega-shard up instead of restarting it forever)."""
+    missing: list[str] = []
+    for vendor in SHARD_VENDORS:
+        try:
+            vendors.endpoint(vendor)
+        except MissingCredentialsError as exc:
+            missing.append(exc.variable)
+        else:
+            return {"configured": "true"}
+    problem = Problem(
+        ",".join(missing),
+        f"the mega-shard needs {' or '.join(missing)} (or SWARM_SIMULATOR_URL to use the "
+        "simulator instead of the real APIs)",
+    )
+    if settings.unconfigured != "idle":
+        raise ConfigError(problem)
+    log.warning(
+        "shard.unconfigured",
+        message=f"{problem.message}; every query is answered failed until one is set",
+        variable=problem.variable,
+    )
+    return {"configured": "false", "missing": ",".join(missing)}
 
 
 async def _watch(shard: Shard, stop: asyncio.Event, settings: ShardSettings) -> None:

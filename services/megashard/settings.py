@@ -30,6 +30,11 @@ class ShardSettings(BaseSettings):
     )
 
     id: str = Field(default="history", description="the shard this process serves")
+    unconfigured: Literal["exit", "idle"] = Field(
+        default="exit",
+        description="with no key for any shard vendor: exit 2 (exit), or run answering every "
+        "query `failed` with the variable to set (idle)",
+    )
     reserve_tokens: int = Field(
         default=8192, ge=0, description="room kept in the window for the query and the answer"
     )

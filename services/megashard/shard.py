@@ -27,6 +27,7 @@ from shared.llm.backoff import backoff_s
 from shared.llm.base import LLMClient
 from shared.llm.errors import BadRequestError, LLMError
 from shared.llm.prices import PriceTable, cache_storage_usd, price_usage
+from shared.llm.settings import MissingCredentialsError
 from shared.llm.types import LLMRequest, LLMResponse, Usage
 from shared.protocol import ContextQuery, ContextReply, Status
 from shared.runtime.metrics import Metrics
@@ -147,7 +148,7 @@ class Shard:
         try:
             loaded = await self.current()
             result = await self._answer_with_retries(loaded, query)
-        except (NoContext, MissingContext, LLMError) as exc:
+        except (NoContext, MissingContext, LLMError, MissingCredentialsError) as exc:
             outcome = "failed"
             self._metrics.shard_queries.labels(self.shard_id, outcome).inc()
             m = self._loaded.manifest if self._loaded else None

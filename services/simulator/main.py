@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from services.simulator.config import SimulatorConfig
 from services.simulator.server import Simulator
 from shared.runtime import lifecycle
+from shared.runtime.config_errors import ConfigError, load
 from shared.runtime.logging import configure_logging
 from shared.runtime.settings import SwarmSettings
 
@@ -45,7 +46,10 @@ def raise_open_file_limit() -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = SwarmSettings()
+    try:
+        settings = load(SwarmSettings)
+    except ConfigError as exc:
+        return lifecycle.refuse(exc)
     configure_logging(settings.log_level, json=settings.log_json)
     raise_open_file_limit()
     try:

@@ -26,8 +26,9 @@ from shared.bus.cooldown import Cooldowns
 from shared.bus.ratelimit import RateLimiter
 from shared.bus.spend import SpendBook
 from shared.llm.registry import build_client, default_model, price_table
-from shared.llm.settings import VendorSettings
+from shared.llm.settings import MissingCredentialsError, VendorSettings
 from shared.protocol import DecodeError, Names, Task, decode, encode
+from shared.runtime.config_errors import ConfigError, Problem
 from shared.runtime.logging import register_secret
 from shared.runtime.settings import BusSettings, SwarmSettings
 
@@ -42,9 +43,15 @@ async def run_worker(
     vendors: VendorSettings,
 ) -> int:
     vendor = settings.vendor
+    try:
+        vendors.endpoint(vendor)
+    except MissingCredentialsError as exc:
+        if settings.unconfigured == "idle":
+            return await run_unconfigured(stop, swarm, bus_settings, vendor, exc)
+        raise ConfigError(Problem(exc.variable, str(exc))) from None
     prices = price_table(vendors)
     model = default_model(vendor, vendors, prices)
-    llm = build_client(vendor, vendors, model)  # raises, naming the variable, without a key
+    llm = build_client(vendor, vendors, model)
     for secret in (
         vendors.anthropic_api_key,
         vendors.google_api_key,
@@ -55,6 +62,7 @@ async def run_worker(
         register_secret(secret.get_secret_value() if secret else None)
     info = {
         "vendor": vendor,
+        "configured": "true",
         "model": llm.default_model,
         "capacity": str(bus_settings.max_in_flight),
         "simulated": str(vendors.simulator_url is not None and not _own_url(vendors, vendor)),
@@ -117,6 +125,31 @@ async def run_worker(
                 await serve(sub, handler, stop=stop, drain_timeout_s=bus_settings.drain_timeout_s)
     finally:
         await llm.aclose()
+    return 0
+
+
+async def run_unconfigured(
+    stop: asyncio.Event,
+    swarm: SwarmSettings,
+    bus_settings: BusSettings,
+    vendor: str,
+    missing: MissingCredentialsError,
+) -> int:
+    """SWARM_WORKER_UNCONFIGURED=idle and no key for the vendor: say so once, then live as a
+    member that takes no tasks (its heartbeat says `configured=false` and which variable is
+    `missing`, so the dispatcher routes nothing to the vendor and `swarm status` shows it)
+    until SIGTERM. A compose fleet with one vendor's key then neither crash-loops the other
+    vendors' workers under `restart: unless-stopped` nor routes tasks to them (a task pinned
+    to such a vendor still waits in its queue, for a worker with the key)."""
+    log.warning(
+        "worker.unconfigured",
+        message=f"{missing}; this worker takes no tasks until it is set",
+        variable=missing.variable,
+        vendor=vendor,
+    )
+    info = {"vendor": vendor, "configured": "false", "missing": missing.variable}
+    async with service_context(f"worker-{vendor}", swarm, bus_settings, info=info):
+        await stop.wait()
     return 0
 
 

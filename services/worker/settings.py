@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Literal
+
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.llm.settings import VENDORS
 
 
 class WorkerSettings(BaseSettings):
@@ -12,6 +16,10 @@ class WorkerSettings(BaseSettings):
     )
 
     vendor: str = Field(default="deepseek", description="which vendor's tasks to take")
+    unconfigured: Literal["exit", "idle"] = Field(
+        default="exit",
+        description="without the vendor's key: exit 2 (exit), or run taking no tasks (idle)",
+    )
     max_attempts: int = Field(default=4, ge=1, description="vendor calls per task, first included")
     backoff_base_s: float = Field(default=0.5, gt=0)
     backoff_max_s: float = Field(default=30.0, gt=0)
@@ -26,3 +34,10 @@ class WorkerSettings(BaseSettings):
     context_timeout_s: float = Field(default=30.0, gt=0)
     budget_period_s: float = Field(default=86400.0, gt=0, description="spend is counted per")
     done_ttl_s: float = Field(default=7 * 86400, gt=0, description="how long done-markers last")
+
+    @field_validator("vendor")
+    @classmethod
+    def _known_vendor(cls, v: str) -> str:
+        if v not in VENDORS:
+            raise ValueError(f"unknown vendor {v!r}; choose one of: {', '.join(VENDORS)}")
+        return v

@@ -135,16 +135,19 @@ class VendorSettings(BaseSettings):
             if url is None:
                 raise MissingCredentialsError(
                     f"vendor openai-compatible needs {url_env} (e.g. http://localhost:8000/v1 "
-                    "for vLLM, http://localhost:11434/v1 for Ollama) or SWARM_SIMULATOR_URL"
+                    "for vLLM, http://localhost:11434/v1 for Ollama) or SWARM_SIMULATOR_URL",
+                    variable=url_env,
                 )
             # Local servers usually take any key; the SDK insists on one.
             return Endpoint(url, key.get_secret_value() if key else "not-needed", simulated)
         if key is None:
             if simulated:
                 return Endpoint(url, SIMULATOR_KEY, simulated)
+            also = " or GEMINI_API_KEY" if vendor == "gemini" else ""
             raise MissingCredentialsError(
-                f"vendor {vendor} needs {key_env} (or SWARM_SIMULATOR_URL to use the "
-                "simulator instead of the real API)"
+                f"vendor {vendor} needs {key_env}{also} (or SWARM_SIMULATOR_URL to use the "
+                "simulator instead of the real API)",
+                variable=key_env,
             )
         return Endpoint(url or real_url, key.get_secret_value(), simulated)
 
@@ -170,4 +173,8 @@ class Endpoint:
 
 
 class MissingCredentialsError(ValueError):
-    """A vendor was asked for without the key or URL it needs."""
+    """A vendor was asked for without the key or URL it needs; `variable` is the one to set."""
+
+    def __init__(self, message: str, *, variable: str) -> None:
+        super().__init__(message)
+        self.variable = variable

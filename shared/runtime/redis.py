@@ -1,4 +1,10 @@
-"""One place that builds Redis clients: timeouts, retries and readiness."""
+"""One place that builds Redis clients: timeouts, retries and readiness.
+
+Readiness failures are configuration errors a service exits on (shared.runtime.lifecycle):
+`RedisRefused` (the credentials in REDIS_URL, at once, exit 2) and `RedisUnreachable` (no
+answer within SWARM_CONNECT_TIMEOUT_S, exit 3). While it waits, a service says so every
+`PROGRESS_EVERY_S` seconds (`redis.waiting`), never silently.
+"""
 
 from __future__ import annotations
 
@@ -16,11 +22,26 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from shared.runtime.config_errors import EXIT_UNREACHABLE, ConfigError, Problem
 from shared.runtime.settings import BusSettings, redact_url
 
 log = structlog.get_logger("swarm.redis")
 
 REDIS_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+PROGRESS_EVERY_S = 5.0
+
+
+class RedisRefused(ConfigError, PermissionError):
+    """Redis answered and refused the credentials in REDIS_URL: fix the URL."""
+
+    event = "redis.refused"
+
+
+class RedisUnreachable(ConfigError, ConnectionError):
+    """Redis did not answer within the connect timeout (down, or REDIS_URL points nowhere)."""
+
+    event = "redis.unreachable"
+    exit_code = EXIT_UNREACHABLE
 
 
 def connect(url: str, bus: BusSettings) -> Redis:
@@ -46,23 +67,43 @@ def connect(url: str, bus: BusSettings) -> Redis:
 
 
 async def wait_ready(redis: Redis, url: str, timeout_s: float) -> None:
-    """PING until Redis answers or `timeout_s` passes; then raise with a clear message."""
-    deadline = time.monotonic() + timeout_s
+    """PING until Redis answers or `timeout_s` passes, saying so every few seconds; then
+    raise RedisUnreachable. Refused credentials raise RedisRefused at once."""
+    where = redact_url(url)
+    started = time.monotonic()
+    deadline = started + timeout_s
     delay = 0.1
+    said_at = float("-inf")
     while True:
         try:
-            await redis.ping()
+            # Bounded: a host that accepts and never answers must not outlast the deadline
+            # (redis-py retries a connect itself) nor silence the progress lines.
+            left = max(min(deadline - time.monotonic(), PROGRESS_EVERY_S), 0.1)
+            await asyncio.wait_for(redis.ping(), left)
             return
         except (AuthenticationError, AuthenticationWrongNumberOfArgsError) as exc:
-            raise PermissionError(
-                f"Redis at {redact_url(url)} refused the credentials in REDIS_URL: {exc}"
-            ) from None
+            refused = f"Redis at {where} refused the credentials in REDIS_URL: {exc}"
+            raise RedisRefused(Problem("REDIS_URL", refused)) from None
         except REDIS_UNAVAILABLE as exc:
-            if time.monotonic() + delay > deadline:
-                raise ConnectionError(
-                    f"Redis at {redact_url(url)} did not answer within {timeout_s:.0f}s: {exc}. "
-                    "Start one (redis-server) or set REDIS_URL."
+            error = str(exc).rstrip(".") or f"no reply ({type(exc).__name__})"
+            now = time.monotonic()
+            if now + delay > deadline:
+                raise RedisUnreachable(
+                    Problem(
+                        "REDIS_URL",
+                        f"Redis at {where} (REDIS_URL) did not answer within {timeout_s:g}s "
+                        f"(SWARM_CONNECT_TIMEOUT_S): {error}. Start one (redis-server) or set "
+                        "REDIS_URL.",
+                    )
                 ) from exc
-            log.warning("redis.waiting", url=redact_url(url), error=str(exc))
+            if now - said_at >= PROGRESS_EVERY_S:
+                said_at = now
+                log.warning(
+                    "redis.waiting",
+                    message=f"waiting for Redis at {where} (REDIS_URL): {error}",
+                    variable="REDIS_URL",
+                    waited_s=round(now - started, 1),
+                    timeout_s=timeout_s,
+                )
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)

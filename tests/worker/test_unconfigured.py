@@ -16,7 +16,6 @@ import signal
 import sys
 import uuid
 from pathlib import Path
-from typing import Any
 
 from redis.asyncio import Redis
 
@@ -36,7 +35,6 @@ from tests.swarm_procs import SwarmProcs
 from tests.waiting import eventually
 
 IDLE = {"SWARM_WORKER_UNCONFIGURED": "idle"}
-HEARTBEAT = {"SWARM_HEARTBEAT_INTERVAL_S": "0.3", "SWARM_HEARTBEAT_TTL_S": "1.5"}
 
 
 async def _swarm(*argv: str, cwd: Path, env: dict[str, str]) -> tuple[int, str, str]:
@@ -55,50 +53,29 @@ async def _swarm(*argv: str, cwd: Path, env: dict[str, str]) -> tuple[int, str, 
     return proc.returncode or 0, out.decode(), err.decode()
 
 
-def _log(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 async def test_an_idle_worker_stays_up_says_why_once_and_stops_cleanly(
     redis_url: str, redis: Redis, names: Names, tmp_path: Path
 ) -> None:
     queue = names.vendor_tasks("deepseek")
     await redis.xadd(queue, {"prompt": "routed here before anyone knew"})
-    env = {"REDIS_URL": redis_url, "SWARM_NAMESPACE": names.namespace, **IDLE, **HEARTBEAT}
-    log = tmp_path / "worker.log"
-    with log.open("wb") as out:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "services.cli.main",
-            "run",
-            "worker",
-            "--vendor",
-            "deepseek",
-            cwd=tmp_path,
-            env=clean_env(**env, CONSUMER_NAME="worker-deepseek-idle"),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=out,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-    try:
+    async with SwarmProcs(redis_url, names, tmp_path / "logs", cwd=tmp_path) as swarm:
+        proc = await swarm.start("worker-deepseek-idle", "worker", "--vendor", "deepseek", env=IDLE)
         beats: set[str] = set()
         member: dict[str, str] = {}
 
         async def beating() -> bool:
-            assert proc.returncode is None, log.read_text()
             for m in await live_members(redis, names):
-                if m.get("member_id") == "worker-deepseek-idle":
+                if m.get("member_id") == proc.name:
                     beats.add(m["seen_at"])
                     member.update(m)
             return len(beats) >= 4  # the first beat and three more: it stays up
 
-        await eventually(beating, timeout=30, interval=0.1, what="four heartbeats")
-        assert proc.returncode is None
+        await swarm.wait_for(beating, timeout=30, what="four heartbeats")  # fails if it exits
         assert member["service"] == "worker-deepseek" and member["vendor"] == "deepseek"
         assert (member["configured"], member["missing"]) == ("false", "DEEPSEEK_API_KEY")
         assert "capacity" not in member
 
+        env = {"REDIS_URL": redis_url, "SWARM_NAMESPACE": names.namespace}
         code, out, err = await _swarm("status", cwd=tmp_path, env=env)
         assert code == 0, err
         [row] = [line.split() for line in out.splitlines() if line.startswith("worker-deepseek")]
@@ -116,14 +93,12 @@ async def test_an_idle_worker_stays_up_says_why_once_and_stops_cleanly(
         # It never joined its vendor's group: the task waits there for a configured worker.
         assert await redis.xinfo_groups(queue) == []
         assert await redis.xlen(queue) == 1
-    finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-        code = await asyncio.wait_for(proc.wait(), 15)
-    assert code == 0, log.read_text()
-    lines = _log(log)
-    text = log.read_text()
+
+        await swarm.kill(proc.name, signal.SIGTERM)
+        assert proc.process.returncode == 0, swarm.tail(proc.name)
+    text = proc.log.read_text()
     assert "Traceback" not in text
+    lines = [json.loads(line) for line in text.splitlines() if line.strip()]
     [warning] = [line for line in lines if line["level"] in ("warning", "error", "critical")]
     assert warning["event"] == "worker.unconfigured"
     assert warning["variable"] == "DEEPSEEK_API_KEY"

@@ -14,5 +14,5 @@ errors follow each vendor's format. Markers in a generation request force an out
 `[[sim:429]]`, `[[sim:500]]`, `[[sim:503]]`, `[[sim:529]]`, `[[sim:timeout]]`,
 `[[sim:context]]`, `[[sim:quota]]`, `[[sim:latency=2.5]]` (see `faults`). Configuration:
 see `config`. Control: GET /_sim/health, GET /_sim/stats, POST /_sim/reset (clears stats
-and caches, re-seeds the RNG).
+and caches, re-seeds the RNG); GET /livez and /readyz answer 200 like every swarm image's.
 """

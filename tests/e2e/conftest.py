@@ -8,6 +8,7 @@ set (the stand-ins of deploy/tools/build-offline-images.sh on a site with no reg
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import time
@@ -145,15 +146,14 @@ def _image_present(image: str, env: Mapping[str, str]) -> bool:
     return res.returncode == 0
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+@contextlib.contextmanager
+def compose_stack(tmp: Path, settings: Sequence[str]) -> Iterator[Stack]:
+    """A compose project with `settings` (lines of its env file), torn down on exit."""
     if not engine_answers():
         pytest.fail("no Docker engine answers: `make e2e` needs one (see .ci/run)")
-    tmp = tmp_path_factory.mktemp("e2e")
     redis_port, prometheus_port, grafana_port = free_port(), free_port(), free_port()
     lines = [
-        # Keyless: every vendor is answered by the simulator inside the compose network.
-        "SWARM_SIMULATOR_URL=http://simulator:8400",
+        *settings,
         "SWARM_IMAGE_TAG=e2e",
         f"SWARM_REDIS_HOST_PORT={redis_port}",
         f"SWARM_PROMETHEUS_HOST_PORT={prometheus_port}",
@@ -183,3 +183,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         print(f"[e2e] service logs: {tmp / 'compose.log'}", flush=True)
         probe.compose("down", "-v", "--remove-orphans", "--timeout", "30", check=False)
         print(probe.phases.table(), flush=True)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """Keyless: every vendor is answered by the simulator inside the compose network."""
+    settings = ["SWARM_SIMULATOR_URL=http://simulator:8400"]
+    with compose_stack(tmp_path_factory.mktemp("e2e"), settings) as s:
+        yield s

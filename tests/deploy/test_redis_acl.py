@@ -218,6 +218,9 @@ ALLOWED: dict[str, list[str]] = {
         f"INCRBYFLOAT {NS}:spend:20000:vendor:claude 0.5",
         f"INCRBYFLOAT {NS}:spend:20000:task_type:research 0.5",
         f"EVALSHA {SHA} 1 {NS}:replies:worker-claude-h-1 3600000",
+        # the fenced finding: done-marker, finding, task record and dead letter in one script
+        f"EVALSHA {SHA} 4 {NS}:done:t1 {NS}:findings {NS}:task:t1 {NS}:dlq f1 0",
+        f"SCRIPT EXISTS {SHA}",
         f"XREAD COUNT 100 BLOCK 10 STREAMS {NS}:replies:worker-claude-h-1 0-0",
         f"SMEMBERS {NS}:shards",
         f"HGET {NS}:shard:history:head specialty",

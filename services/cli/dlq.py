@@ -4,7 +4,9 @@ Two streams hold them (`docs/protocol.md`, section 5): the dead-letter stream (e
 failed too many deliveries, or that a worker gave up on) and the rejected stream (intake
 entries that did not decode or could not be routed). Each record keeps the original
 entry's fields byte-exact as `orig:<name>`; `replay` posts exactly those back to the
-record's source stream and deletes the record in the same atomic step, after the XADD.
+record's source stream and deletes the record in the same atomic step, after the XADD. A
+record of a task refused for its size kept only an excerpt, its size and SHA-256: `list`
+shows them, `replay` refuses it.
 """
 
 from __future__ import annotations
@@ -173,6 +175,13 @@ def format_record(r: Record) -> list[str]:
     ]
     if rejection.field:
         lines.append(f"  field:    {rejection.field}")
+    if rejection.excerpted:
+        lines.append(
+            f"  excerpt:  {_short(rejection.excerpt) or '(no fields)'}  (of "
+            f"{rejection.original_bytes or 0:,} bytes, sha256 {rejection.original_sha256}; "
+            "not replayable)"
+        )
+        return lines
     lines.append(f"  original: {_short(rejection.original) or '(no fields)'}")
     return lines
 
@@ -245,6 +254,11 @@ def _plan(names: Names, r: Record) -> Plan | str:
     rejection = r.rejection()
     if rejection is None:
         return f"{r.id}: not a dead-letter record (no reason and source stream); left as is"
+    if rejection.excerpted:
+        return (
+            f"{r.id}: refused for its size ({rejection.original_bytes or 0:,} bytes), only an "
+            "excerpt was kept; not replayable: post the task again within the limits"
+        )
     if not r.original:
         return f"{r.id}: the record kept no original fields; nothing to replay"
     target = rejection.source_stream

@@ -32,6 +32,7 @@ from shared.llm.prices import PriceTable
 from shared.llm.registry import price_table
 from shared.llm.settings import VendorSettings
 from shared.protocol import KNOWN_VENDORS, DecodeError, Finding, Names, Status, Task, decode, encode
+from shared.protocol.codec import entry_size
 from shared.runtime.metrics import Metrics
 from shared.runtime.redis import REDIS_UNAVAILABLE
 from shared.runtime.settings import BusSettings, SwarmSettings
@@ -218,6 +219,17 @@ class Intake:
         return decision
 
     def _validate(self, delivery: Delivery) -> Task:
+        # Refused for its size: the rejected record keeps an excerpt, its size and SHA-256,
+        # never megabytes (replayed, it would be refused again anyway).
+        size, limit = entry_size(delivery.fields), self.settings.max_task_bytes
+        if size > limit:
+            self._reject_metric("entry")
+            raise DeadLetter(
+                f"entry: is {size:,} bytes; the limit is {limit:,} (SWARM_MAX_TASK_BYTES)",
+                field="entry",
+                stream=self.names.rejected,
+                excerpt=True,
+            )
         try:
             task = decode(Task, delivery.fields)
         except DecodeError as exc:
@@ -234,6 +246,7 @@ class Intake:
                     f"(SWARM_DISPATCHER_{env})",
                     field=field,
                     stream=self.names.rejected,
+                    excerpt=True,
                 )
         if task.vendor is not None and task.vendor not in KNOWN_VENDORS:
             self._reject_metric("vendor")

@@ -4,15 +4,27 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class DispatcherSettings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="SWARM_DISPATCHER_", env_file=".env", extra="ignore", frozen=True
+        env_prefix="SWARM_DISPATCHER_",
+        env_file=".env",
+        extra="ignore",
+        frozen=True,
+        populate_by_name=True,
     )
 
+    # Bytes of an intake entry's names and values. The default holds the largest task the
+    # character limits below admit (about 4.9 MB of ASCII) with room for multi-byte text.
+    max_task_bytes: int = Field(
+        default=8 << 20,
+        ge=1,
+        validation_alias=AliasChoices("SWARM_MAX_TASK_BYTES"),
+        description="larger intake entries are rejected, keeping only an excerpt",
+    )
     max_prompt_chars: int = Field(default=400_000, ge=1, description="longer prompts are rejected")
     max_context_chars: int = Field(default=4_500_000, ge=0, description="about 1.1M tokens")
     policy_file: Path | None = Field(default=None, description="routing policy TOML to use")

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import structlog
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from shared.bus.delivery import Effect, Fence, Outgoing, SetFields, SetKey
 from shared.runtime.metrics import Metrics
@@ -24,17 +25,22 @@ log = structlog.get_logger("swarm.bus")
 # A fenced op's effects: written only while KEYS[1] (the fence) is absent, the fence set
 # last, so an error midway leaves it unset and the redelivery writes them again.
 # KEYS[2..] one target per effect. ARGV[1] fence value, ARGV[2] fence TTL ms (0: none), then
-# per effect: kind (x XADD, h HSET, s SET), TTL ms, pair count n, then n name/value pairs.
+# per effect: kind (x XADD, h HSET, s SET), TTL ms (for XADD: MAXLEN ~, 0: none), pair
+# count n, then n name/value pairs. Returns {0} if fenced off, else {1, entries trimmed per
+# effect...}.
 _FENCED_LUA = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 1 then return {0} end
 local a = 3
+local out = {1}
 for k = 2, #KEYS do
   local kind, ttl, n = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
   local pairs_ = {}
   for j = 1, 2 * n do pairs_[j] = ARGV[a + 2 + j] end
   a = a + 3 + 2 * n
+  out[k] = 0
   if kind == 'x' then
     redis.call('XADD', KEYS[k], '*', unpack(pairs_))
+    if ttl > 0 then out[k] = redis.call('XTRIM', KEYS[k], 'MAXLEN', '~', ttl) end
   elseif kind == 'h' then
     redis.call('HSET', KEYS[k], unpack(pairs_))
     if ttl > 0 then redis.call('PEXPIRE', KEYS[k], ttl) end
@@ -49,7 +55,7 @@ if tonumber(ARGV[2]) > 0 then
 else
   redis.call('SET', KEYS[1], ARGV[1])
 end
-return 1
+return out
 """
 
 
@@ -137,29 +143,21 @@ class Acker:
         the effects go first and only the ops whose effects all landed are acked after.
         """
         owners: list[int] = []
-        fenced: dict[int, int] = {}  # position of a fenced op's script result -> op
+        fenced: dict[int, list[str]] = {}  # a fenced op's result position -> its targets
+        trims: dict[int, str] = {}  # an XTRIM's result position -> its stream
         async with self._redis.pipeline(transaction=False) as pipe:
             for i, op in enumerate(ops):
                 fence = next((e for e in op.effects if isinstance(e, Fence)), None)
                 if fence is not None:
                     keys, args = _fenced_call(fence, op.effects)
-                    fenced[len(owners)] = i
+                    fenced[len(owners)] = keys[1:]
                     await self._fenced(keys=keys, args=args, client=pipe)
                     owners.append(i)
                     continue
                 for effect in op.effects:
-                    if isinstance(effect, SetKey):
-                        ms = int(effect.ttl_s * 1000) if effect.ttl_s else None
-                        pipe.set(effect.key, effect.value, px=ms)
-                        owners.append(i)
-                    elif isinstance(effect, SetFields):
-                        pipe.hset(effect.key, mapping=dict(effect.fields))  # type: ignore[arg-type]
-                        owners.append(i)
-                        if effect.ttl_s:
-                            pipe.pexpire(effect.key, int(effect.ttl_s * 1000))
-                            owners.append(i)
-                    elif isinstance(effect, Outgoing):
-                        pipe.xadd(effect.stream, dict(effect.fields))  # type: ignore[arg-type]
+                    for trimmed in _queue(pipe, effect):
+                        if trimmed is not None:
+                            trims[len(owners)] = trimmed
                         owners.append(i)
             if not owners:
                 return {}
@@ -168,11 +166,39 @@ class Acker:
         for position, (owner, result) in enumerate(zip(owners, results, strict=True)):
             if isinstance(result, REDIS_UNAVAILABLE):
                 raise result
-            if isinstance(result, Exception) and owner not in failed:
-                failed[owner] = result
-            elif position in fenced and result == 0:
-                ops[owner].fenced_off = True
+            if isinstance(result, Exception):
+                failed.setdefault(owner, result)
+            elif position in fenced:
+                ops[owner].fenced_off = int(result[0]) == 0
+                for target, n in zip(fenced[position], result[1:], strict=False):
+                    self._count_capped(target, int(n))
+            elif position in trims:
+                self._count_capped(trims[position], int(result))
         return failed
+
+    def _count_capped(self, stream: str, trimmed: int) -> None:
+        if trimmed:
+            self._metrics.capped.labels(stream).inc(trimmed)
+
+
+def _queue(pipe: Pipeline, effect: Effect) -> list[str | None]:
+    """Queue one unfenced effect's commands; for each, the stream it trims (None: no trim)."""
+    if isinstance(effect, SetKey):
+        pipe.set(effect.key, effect.value, px=_ms(effect.ttl_s) or None)
+        return [None]
+    if isinstance(effect, SetFields):
+        pipe.hset(effect.key, mapping=dict(effect.fields))  # type: ignore[arg-type]
+        if not effect.ttl_s:
+            return [None]
+        pipe.pexpire(effect.key, _ms(effect.ttl_s))
+        return [None, None]
+    if isinstance(effect, Outgoing):
+        pipe.xadd(effect.stream, dict(effect.fields))  # type: ignore[arg-type]
+        if not effect.maxlen:
+            return [None]
+        pipe.xtrim(effect.stream, maxlen=effect.maxlen, approximate=True)
+        return [None, effect.stream]
+    return []
 
 
 def _fenced_call(fence: Fence, effects: list[Effect]) -> tuple[list[str], list[str | bytes | int]]:
@@ -185,7 +211,7 @@ def _fenced_call(fence: Fence, effects: list[Effect]) -> tuple[list[str], list[s
         if isinstance(effect, Outgoing):
             keys.append(effect.stream)
             pairs = [x for kv in effect.fields.items() for x in kv]
-            args += ["x", 0, len(pairs) // 2, *pairs]
+            args += ["x", effect.maxlen or 0, len(pairs) // 2, *pairs]
         elif isinstance(effect, SetFields):
             keys.append(effect.key)
             pairs = [x for kv in effect.fields.items() for x in kv]

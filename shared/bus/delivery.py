@@ -18,10 +18,12 @@ Fields = Mapping[str, str | bytes] | Mapping[str | bytes, str | bytes]
 
 @dataclass(frozen=True, slots=True)
 class Outgoing:
-    """An entry to publish atomically with an ack (the handler's effect)."""
+    """An entry to publish atomically with an ack (the handler's effect). With `maxlen`
+    the stream is then trimmed to about that many entries (`XTRIM MAXLEN ~`)."""
 
     stream: str
     fields: Fields
+    maxlen: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +64,9 @@ class DeadLetter(Exception):
 
     `stream` overrides the destination (the dispatcher sends bad intake to the rejected
     stream); `field` names the offending field when there is one; `effects` are written
-    with it (a worker parks a task it gave up on together with its failed finding).
+    with it (a worker parks a task it gave up on together with its failed finding);
+    `excerpt` keeps only a bounded excerpt of the entry, its size and hash (an entry refused
+    for its size: the record must not hold megabytes, and replaying it would fail again).
     """
 
     def __init__(
@@ -72,12 +76,14 @@ class DeadLetter(Exception):
         field: str = "",
         stream: str | None = None,
         effects: tuple[Effect, ...] = (),
+        excerpt: bool = False,
     ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.field = field
         self.stream = stream
         self.effects = effects
+        self.excerpt = excerpt
 
 
 @dataclass(slots=True, eq=False)
@@ -111,9 +117,10 @@ class Delivery:
         field: str = "",
         stream: str | None = None,
         effects: tuple[Effect, ...] = (),
+        excerpt: bool = False,
     ) -> None:
         """Copy the entry with `reason` to the dead-letter stream, then ack, atomically
-        (with `effects`, such as a failed finding)."""
+        (with `effects`, such as a failed finding); with `excerpt`, only a bounded excerpt."""
         rejection = Rejection(
             reason=reason,
             field=field,
@@ -123,7 +130,7 @@ class Delivery:
             consumer=self._sub.consumer,
             group=self.group,
         )
-        record = encode_rejection(rejection, self.fields)
+        record = encode_rejection(rejection, self.fields, excerpt=excerpt)
         await self._sub._finish(self, effects, record, stream, "dead_lettered")
 
     def release(self, outcome: str = "failed") -> None:

@@ -95,7 +95,11 @@ async def _handle(delivery: Delivery, handler: Handler, stats: ServeStats) -> No
         except DeadLetter as dl:
             try:
                 await delivery.dead_letter(
-                    dl.reason, field=dl.field, stream=dl.stream, effects=dl.effects
+                    dl.reason,
+                    field=dl.field,
+                    stream=dl.stream,
+                    effects=dl.effects,
+                    excerpt=dl.excerpt,
                 )
             except Exception:
                 stats.failed += 1

@@ -252,7 +252,8 @@ class Subscription:
         out = list(effects)
         if dead_letter is not None:
             target = dead_letter_stream or self._names.dead_letter
-            out.append(Outgoing(target, dead_letter))
+            cap = self._s.rejected_maxlen if target == self._names.rejected else self._s.dlq_maxlen
+            out.append(Outgoing(target, dead_letter, maxlen=cap))
             self._m.dead_letters.labels(target, _reason_kind(dead_letter)).inc()
         op = AckOp(delivery.entry_id, out)
         # Acked in Redis before the ack's reply is read here: no lease refresh meanwhile.

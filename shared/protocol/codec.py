@@ -11,6 +11,7 @@ Two forms decode to the same message (the intake contract):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import types
 import typing
@@ -27,6 +28,11 @@ M = TypeVar("M", bound=BaseModel)
 
 DATA_FIELD = "data"
 ORIGINAL_PREFIX = "orig:"
+EXCERPT_PREFIX = "excerpt:"
+# An excerpted record keeps at most this much of the entry (names and values), whatever
+# its size: the first fields, each name cut to 64 bytes and each value to 512.
+EXCERPT_BYTES = 2048
+_EXCERPT_FIELDS, _EXCERPT_NAME, _EXCERPT_VALUE = 16, 64, 512
 RawFields = Mapping[bytes, bytes] | Mapping[str, str] | Mapping[bytes | str, bytes | str]
 
 
@@ -44,38 +50,89 @@ def encode_data(message: BaseModel) -> dict[str, str]:
 
 
 def encode_rejection(
-    rejection: Rejection, original: Mapping[bytes, bytes] | Mapping[str, str]
+    rejection: Rejection,
+    original: Mapping[bytes, bytes] | Mapping[str, str],
+    *,
+    excerpt: bool = False,
 ) -> dict[str | bytes, str | bytes]:
     """The dead-letter record: the rejection's fields plus the original entry's fields,
-    byte-exact, as `orig:<name>`, so it can be replayed as it was."""
-    own = encode(rejection.model_copy(update={"original": {}}))
-    out: dict[str | bytes, str | bytes] = {k: v for k, v in own.items() if k != "original"}
-    for key, value in original.items():
+    byte-exact, as `orig:<name>`, so it can be replayed as it was.
+
+    With `excerpt` (an entry refused for its size) only `EXCERPT_BYTES` of the entry are
+    kept, as `excerpt:<name>`, with its size and SHA-256 (`entry_size`, `entry_digest`);
+    an entry no larger than that is still kept whole."""
+    excerpt = excerpt and entry_size(original) > EXCERPT_BYTES
+    if excerpt:
+        sized = {"original_bytes": entry_size(original), "original_sha256": entry_digest(original)}
+        rejection = rejection.model_copy(update=sized)
+    own = encode(rejection.model_copy(update={"original": {}, "excerpt": {}}))
+    out: dict[str | bytes, str | bytes] = {
+        k: v for k, v in own.items() if k not in ("original", "excerpt")
+    }
+    prefix = EXCERPT_PREFIX if excerpt else ORIGINAL_PREFIX
+    for key, value in _excerpt(original) if excerpt else original.items():
         if isinstance(key, str):
-            out[ORIGINAL_PREFIX + key] = value
+            out[prefix + key] = value
             continue
         try:
-            out[ORIGINAL_PREFIX + key.decode()] = value
+            out[prefix + key.decode()] = value
         except UnicodeDecodeError:  # the name's own bytes: an escaped spelling could collide
-            out[ORIGINAL_PREFIX.encode() + key] = value
+            out[prefix.encode() + key] = value
+    return out
+
+
+def _bytes(value: bytes | str) -> bytes:
+    return value.encode() if isinstance(value, str) else value
+
+
+def entry_size(fields: RawFields) -> int:
+    """Bytes of an entry's field names and values."""
+    return sum(len(_bytes(k)) + len(_bytes(v)) for k, v in fields.items())
+
+
+def entry_digest(fields: RawFields) -> str:
+    """SHA-256 (hex) of an entry: each name and value in order as a netstring
+    (`<length>:<bytes>,`), so no two different entries share a digest input."""
+    h = hashlib.sha256()
+    for key, value in fields.items():
+        for part in (_bytes(key), _bytes(value)):
+            h.update(b"%d:%b," % (len(part), part))
+    return h.hexdigest()
+
+
+def _excerpt(fields: RawFields) -> list[tuple[bytes, bytes]]:
+    """The entry's first fields, cut, `EXCERPT_BYTES` in all."""
+    out: list[tuple[bytes, bytes]] = []
+    budget = EXCERPT_BYTES
+    for key, value in list(fields.items())[:_EXCERPT_FIELDS]:
+        name = _bytes(key)[: min(_EXCERPT_NAME, budget)]
+        budget -= len(name)
+        cut = _bytes(value)[: min(_EXCERPT_VALUE, budget)]
+        budget -= len(cut)
+        out.append((name, cut))
+        if budget <= 0:
+            break
     return out
 
 
 def decode_rejection(fields: RawFields) -> Rejection:
     """Read a dead-letter or rejected-task record back (original values made printable)."""
     own: dict[bytes | str, bytes | str] = {}
-    original: dict[str, str] = {}
+    kept: dict[str, dict[str, str]] = {ORIGINAL_PREFIX: {}, EXCERPT_PREFIX: {}}
     for raw_key, raw_value in fields.items():
         key = raw_key.decode(errors="backslashreplace") if isinstance(raw_key, bytes) else raw_key
-        if key.startswith(ORIGINAL_PREFIX):
-            value = raw_value
-            original[key.removeprefix(ORIGINAL_PREFIX)] = (
-                value.decode(errors="backslashreplace") if isinstance(value, bytes) else value
-            )
-        else:
+        prefix = next((p for p in kept if key.startswith(p)), None)
+        if prefix is None:
             own[raw_key] = raw_value
+            continue
+        value = raw_value
+        kept[prefix][key.removeprefix(prefix)] = (
+            value.decode(errors="backslashreplace") if isinstance(value, bytes) else value
+        )
     rejection = decode(Rejection, own)
-    return rejection.model_copy(update={"original": original})
+    return rejection.model_copy(
+        update={"original": kept[ORIGINAL_PREFIX], "excerpt": kept[EXCERPT_PREFIX]}
+    )
 
 
 def _scalar(value: object) -> str:

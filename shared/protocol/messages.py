@@ -238,6 +238,9 @@ class Rejection(Message):
     many deliveries, handler gave up). On the wire the original fields travel byte-exact
     as `orig:<name>` fields beside these (see `codec.encode_rejection`); `original` holds
     them decoded for reading, with undecodable bytes escaped.
+
+    A record of an entry refused for its size keeps only a bounded excerpt of it
+    (`excerpt:<name>`, read into `excerpt`), its size and its SHA-256: it cannot be replayed.
     """
 
     reason: str
@@ -248,4 +251,12 @@ class Rejection(Message):
     consumer: str = ""
     group: str = ""
     original: dict[str, str] = Field(default_factory=dict)
+    original_bytes: Annotated[int, Field(ge=0)] | None = None  # set when only an excerpt is kept
+    original_sha256: str | None = None
+    excerpt: dict[str, str] = Field(default_factory=dict)
     timestamp: Timestamp = Field(default_factory=_now)
+
+    @property
+    def excerpted(self) -> bool:
+        """Only an excerpt of the entry was kept: there is nothing to replay."""
+        return self.original_sha256 is not None

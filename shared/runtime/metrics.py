@@ -41,6 +41,7 @@ class Metrics:
     dead_letters: Counter
     redis_errors: Counter
     trimmed: Counter
+    capped: Counter
     rejected: Counter
     llm_requests: Counter
     llm_latency: Histogram
@@ -120,6 +121,13 @@ class Metrics:
             trimmed=Counter(
                 "swarm_trimmed_entries_total",
                 "Handled entries trimmed from a stream.",
+                ["stream"],
+                registry=reg,
+            ),
+            capped=Counter(
+                "swarm_capped_records_total",
+                "Dead-letter and rejected records dropped by their stream's length cap "
+                "(SWARM_DLQ_MAXLEN, SWARM_REJECTED_MAXLEN).",
                 ["stream"],
                 registry=reg,
             ),

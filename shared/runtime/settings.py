@@ -86,6 +86,9 @@ class BusSettings(BaseSettings):
         default=1_000_000, ge=1, description="past this, handled entries are trimmed at once"
     )
     connect_timeout_s: float = Field(default=30.0, gt=0, description="wait for Redis at start")
+    # Nobody consumes these two streams: each write trims them to about this many records.
+    dlq_maxlen: int = Field(default=100_000, ge=1, description="dead-letter records kept")
+    rejected_maxlen: int = Field(default=100_000, ge=1, description="rejected-task records kept")
 
     @model_validator(mode="after")
     def _heartbeat_outlives_its_interval(self) -> BusSettings:

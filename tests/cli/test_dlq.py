@@ -142,3 +142,32 @@ async def test_replay_needs_ids_or_all(swarm: Swarm) -> None:
     res = await swarm("dlq", "replay")
     assert res.code == 2
     assert res.err.strip() == "swarm: error: give record IDs or --all (one of them)"
+
+
+async def test_a_record_refused_for_its_size_is_listed_with_its_excerpt_and_not_replayed(
+    swarm: Swarm, redis: Redis, names: Names
+) -> None:
+    huge = {"task_id": "t-huge", "prompt": "Read this", "context": "c" * 100_000}
+    rejection = Rejection(
+        reason="entry: is 100,035 bytes; the limit is 65,536 (SWARM_MAX_TASK_BYTES)",
+        field="entry",
+        source_stream=names.intake,
+        source_id="1700000000002-0",
+        consumer="dispatcher-test",
+        group="dispatcher",
+    )
+    fields = encode_rejection(rejection, huge, excerpt=True)
+    record = (await redis.xadd(names.rejected, fields)).decode()  # type: ignore[arg-type]
+
+    res = await swarm("dlq", "list", "--stream", "rejected")
+    assert res.code == 0, res.err
+    [excerpt] = [line for line in res.out.splitlines() if line.startswith("  excerpt:")]
+    assert 'task_id="t-huge"' in excerpt and "of 100,035 bytes, sha256 " in excerpt
+    assert excerpt.endswith("not replayable)")
+
+    res = await swarm("dlq", "replay", record, "--stream", "rejected")
+    assert res.code == 1
+    assert f"not replayed: {record}: refused for its size (100,035 bytes)" in res.err
+    assert "not replayable" in res.err
+    assert int(await redis.xlen(names.intake)) == 0  # nothing posted back
+    assert int(await redis.xlen(names.rejected)) == 1  # and the record kept

@@ -4,6 +4,7 @@ input lands in the rejected stream with its reason, and the dispatcher keeps ser
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import subprocess
@@ -22,6 +23,8 @@ from shared.protocol import KNOWN_VENDORS, Names, Task, decode, decode_rejection
 from shared.runtime.settings import BusSettings, SwarmSettings
 from tests.waiting import eventually
 
+MAX_TASK_BYTES = 64 * 1024
+
 
 @pytest.fixture
 async def dispatcher(redis_url: str, names: Names) -> AsyncIterator[None]:
@@ -33,7 +36,9 @@ async def dispatcher(redis_url: str, names: Names) -> AsyncIterator[None]:
         CONSUMER_NAME="dispatcher-test",
     )
     bus = BusSettings(block_ms=200, heartbeat_interval_s=0.3, heartbeat_ttl_s=1.5)
-    settings = DispatcherSettings(max_prompt_chars=1000, fleet_refresh_s=0.1)
+    settings = DispatcherSettings(
+        max_prompt_chars=1000, max_task_bytes=MAX_TASK_BYTES, fleet_refresh_s=0.1
+    )
     task = asyncio.create_task(run_dispatcher(stop, swarm, bus, settings, VendorSettings()))
     yield
     stop.set()
@@ -120,6 +125,43 @@ async def test_every_bad_input_is_rejected_with_its_reason_and_service_goes_on(
         assert rejection.field == field, rejection.reason
         assert words in rejection.reason
         assert set(rejection.original) == set(fields)  # the original entry, kept
+
+
+def _netstring_sha256(fields: dict[bytes, bytes]) -> str:
+    h = hashlib.sha256()
+    for name, value in fields.items():
+        h.update(b"%d:%b,%d:%b," % (len(name), name, len(value), value))
+    return h.hexdigest()
+
+
+async def test_a_task_over_the_size_limits_is_rejected_keeping_an_excerpt_size_and_hash(
+    redis: Redis, names: Names, dispatcher: None
+) -> None:
+    await _workers(redis, names, *KNOWN_VENDORS)
+    huge = {b"task_id": b"huge", b"prompt": b"Read this", b"context": b"c" * (5 << 20)}
+    long = {b"task_id": b"long", b"prompt": "é".encode() * 30_000}  # over 1,000 characters
+    small = {b"task_id": b"small", b"prompt": b"x" * 1001}  # too long too, but a small entry
+    for fields in (huge, long, small):
+        await redis.xadd(names.intake, fields)  # type: ignore[arg-type]
+
+    async def three() -> list[Any]:
+        rows = await redis.xrange(names.rejected)
+        return rows if len(rows) == 3 else []
+
+    rows = await eventually(three, what="the three rejections")
+    by_task = {decode_rejection(r).excerpt.get("task_id", "small"): r for _id, r in rows}
+    for fields, field, limit in ((huge, "entry", "65,536"), (long, "prompt", "1,000")):
+        record = by_task[fields[b"task_id"].decode()]
+        rejection = decode_rejection(record)
+        assert rejection.field == field and f"the limit is {limit}" in rejection.reason
+        assert rejection.excerpted and not rejection.original  # nothing to replay
+        assert rejection.original_bytes == sum(len(k) + len(v) for k, v in fields.items())
+        assert rejection.original_sha256 == _netstring_sha256(fields)
+        assert rejection.excerpt["task_id"] == fields[b"task_id"].decode()
+        assert sum(len(k) + len(v) for k, v in record.items()) < 3000  # not megabytes
+    kept = decode_rejection(by_task["small"])
+    assert not kept.excerpted and kept.original == {"task_id": "small", "prompt": "x" * 1001}
+    assert int(await redis.memory_usage(names.rejected) or 0) < 64 * 1024
 
 
 async def test_a_task_id_posted_twice_runs_once(

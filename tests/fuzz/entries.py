@@ -19,12 +19,19 @@ from pydantic import BaseModel
 from redis.asyncio import Redis
 
 from shared.protocol import Rejection, decode, decode_rejection
-from shared.protocol.codec import ORIGINAL_PREFIX
+from shared.protocol.codec import (
+    EXCERPT_BYTES,
+    EXCERPT_PREFIX,
+    ORIGINAL_PREFIX,
+    entry_digest,
+    entry_size,
+)
 from tests.waiting import eventually
 
 Fields = dict[bytes, bytes]
 MB = 1 << 20
 PREFIX = ORIGINAL_PREFIX.encode()
+EXCERPT = EXCERPT_PREFIX.encode()
 
 
 def fuzz_settings(max_examples: int) -> settings:
@@ -186,18 +193,35 @@ def displayed(fields: Mapping[bytes, bytes]) -> dict[str, str]:
 def check_record(
     record: Mapping[bytes, bytes], posted: Fields, *, source_stream: str, group: str
 ) -> Rejection:
-    """A dead-letter or rejection record says why, and carries the entry byte-exact."""
-    kept = {k[len(PREFIX) :]: v for k, v in record.items() if k.startswith(PREFIX)}
-    assert kept == posted, "the record must carry every original field, byte-exact"
+    """A dead-letter or rejection record says why, and carries the entry byte-exact, or,
+    for an entry refused for its size, a bounded excerpt with its size and SHA-256."""
     rejection = decode_rejection(record)
+    if rejection.excerpted:
+        check_excerpt(record, posted, rejection)
+    else:
+        kept = {k[len(PREFIX) :]: v for k, v in record.items() if k.startswith(PREFIX)}
+        assert kept == posted, "the record must carry every original field, byte-exact"
+        assert rejection.original == displayed(posted)
     assert rejection.reason.strip(), "a record must say why"
     assert rejection.source_stream == source_stream
     assert rejection.group == group
     assert rejection.deliveries == 1, (
         f"an entry that can never decode is parked at once, not retried: {rejection.reason}"
     )
-    assert rejection.original == displayed(posted)
     return rejection
+
+
+def check_excerpt(record: Mapping[bytes, bytes], posted: Fields, rejection: Rejection) -> None:
+    """Refused for its size: the record holds a bounded excerpt, not the entry."""
+    assert "the limit is" in rejection.reason, f"excerpted, but why? {rejection.reason}"
+    assert entry_size(posted) > 100_000, "a small entry is kept byte-exact"
+    assert rejection.original_bytes == entry_size(posted)
+    assert rejection.original_sha256 == entry_digest(posted)
+    assert not any(k.startswith(PREFIX) for k in record), "no original field is kept"
+    excerpt = [(k[len(EXCERPT) :], v) for k, v in record.items() if k.startswith(EXCERPT)]
+    assert sum(len(k) + len(v) for k, v in excerpt) <= EXCERPT_BYTES
+    for (name, value), (posted_name, posted_value) in zip(excerpt, posted.items(), strict=False):
+        assert posted_name.startswith(name) and posted_value.startswith(value), "a prefix"
 
 
 async def post(redis: Redis, stream: str, batch: Iterable[Fields]) -> list[str]:

@@ -274,6 +274,8 @@ def test_doc_names_every_stream_group_and_key() -> None:
         NAMES.member("<consumer>"),
         NAMES.task("<task_id>"),
         NAMES.task_findings("<task_id>"),
+        NAMES.cooldown("<vendor>", "<model>"),
+        NAMES.cooldowns,
         Names.DISPATCHER_GROUP,
         Names.COLLECTOR_GROUP,
         Names.MEGASHARD_GROUP,
@@ -349,8 +351,13 @@ async def test_dead_letter_table_and_records_match_the_bus() -> None:
     await delivery.dead_letter("gave up")
     written = set(sub.record) - {"orig:prompt"}
     assert sub.record["orig:prompt"] == b"x"
+    delivery.fields = {b"prompt": b"x" * 5000}
+    await delivery.dead_letter("too big", excerpt=True)  # refused for its size
+    excerpted = set(sub.record) - written - {"excerpt:prompt"}
+    assert excerpted == {"original_bytes", "original_sha256"}
+    assert sub.record["excerpt:prompt"] == b"x" * 512
 
-    assert set(_table(DEAD_LETTER)) == written | {"orig:<name>"}
+    assert set(_table(DEAD_LETTER)) == written | excerpted | {"orig:<name>", "excerpt:<name>"}
     for block in RECORDS:
         xadd = _only_xadd(block)
         assert xadd.stream in (NAMES.dead_letter, NAMES.rejected)

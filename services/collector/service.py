@@ -42,7 +42,7 @@ async def run_collector(
         open_exports(settings) as sinks,
     ):
         ctx.readiness.extend(sink.check for sink in sinks)  # /readyz: the exports too
-        store = FindingStore(ctx.bus.redis, ctx.names)
+        store = FindingStore(ctx.bus.redis, ctx.names, retention_s=settings.retention_s)
         sub = ctx.bus.subscribe(ctx.names.findings, Names.COLLECTOR_GROUP, ctx.member_id)
         await sub.start()
         ctx.live_info.append(lambda: {"in_flight": str(sub.in_flight)})

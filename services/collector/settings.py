@@ -8,6 +8,8 @@ import re
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.bus.findings import DEFAULT_RETENTION_S
+
 _TABLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$")
 
 
@@ -27,6 +29,11 @@ class CollectorSettings(BaseSettings):
     )
     database_table: str = Field(
         default="findings", description="the table, optionally `schema.table`"
+    )
+    retention_s: float = Field(
+        default=DEFAULT_RETENTION_S,
+        gt=0,
+        description="a task's and a run's keys last this long after their last finding",
     )
 
     @field_validator("database_table")

@@ -5,6 +5,9 @@ not seen moves any number: the task's summary, the run's task list and counts, a
 totals per vendor and model. So a redelivered finding (the collector died after this write
 and before its ack) or one published twice changes nothing. What the keys hold is described
 in `shared.bus.findings`, which reads them back.
+
+Every key it writes per task and per run lasts `retention_s` after its last finding (the
+workers' done-markers last as long); only the totals per vendor and model are cumulative.
 """
 
 from __future__ import annotations
@@ -28,9 +31,13 @@ class Outcome(StrEnum):
 # KEYS: 1 task findings, 2 task summary, 3 run tasks, 4 run info, 5 totals
 # ARGV: 1 finding_id, 2 finding JSON, 3 task_id, 4 status, 5 vendor, 6 model,
 #       7 cost_usd ('' = unpriced), 8 input, 9 output, 10 cache_read, 11 cache_write tokens,
-#       12 latency_ms, 13 attempts, 14 worker, 15 run_id ('' = none), 16 task_type, 17 now
+#       12 latency_ms, 13 attempts, 14 worker, 15 run_id ('' = none), 16 task_type, 17 now,
+#       18 retention ms of the per-task and per-run keys (KEYS 1-4)
 _LUA = """
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 'redelivered' end
+local function keep()  -- each write moves the task's and run's expiry on (totals: none)
+  for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ARGV[18]) end
+end
 local status, cost = ARGV[4], ARGV[7]
 local priced = cost ~= ''
 local p = ARGV[5] .. '|' .. ARGV[6] .. '|'
@@ -42,6 +49,7 @@ if prev[1] == 'ok' or (prev[1] == 'failed' and status ~= 'ok') then
     redis.call('HINCRBYFLOAT', KEYS[2], 'duplicate_cost_usd', cost)
     redis.call('HINCRBYFLOAT', KEYS[5], p .. 'duplicate_cost_usd', cost)
   end
+  keep()
   return 'duplicate'
 end
 local outcome = 'stored'
@@ -73,13 +81,15 @@ else
   redis.call('HINCRBY', KEYS[5], p .. 'unpriced', 1)
 end
 redis.call('HINCRBYFLOAT', KEYS[5], p .. 'latency_ms', ARGV[12])
+keep()
 return outcome
 """.replace("@UNPRICED@", UNPRICED)
 
 
 class FindingStore:
-    def __init__(self, redis: Redis, names: Names) -> None:
+    def __init__(self, redis: Redis, names: Names, *, retention_s: float) -> None:
         self._redis, self._names = redis, names
+        self._retention_ms = int(retention_s * 1000)
         self._script = redis.register_script(_LUA)
 
     async def seen(self, finding: Finding) -> bool:
@@ -115,6 +125,7 @@ class FindingStore:
             finding.run_id or "",
             finding.task_type,
             f"{time.time() if now is None else now:.3f}",
+            self._retention_ms,
         ]
         raw = await self._script(keys=keys, args=args)
         return Outcome(raw.decode() if isinstance(raw, bytes) else str(raw))

@@ -28,6 +28,9 @@ from shared.bus import streamids
 from shared.protocol import Finding, Names
 
 TYPE_RUN_PREFIX = "type:"
+# How long the collector keeps a task's and a run's keys after their last finding
+# (`SWARM_COLLECTOR_RETENTION_S`), as long as the workers' done-markers last.
+DEFAULT_RETENTION_S = 7 * 86400.0
 UNPRICED = "unpriced"
 TOTAL_KINDS = (
     "tasks",
@@ -118,11 +121,19 @@ class ModelTotals:
     duplicate_cost_usd: float
 
 
-async def expect_run(redis: Redis, names: Names, run_id: str, expected: int) -> None:
-    """Record how many tasks a run has, so `run_progress` can tell when it is complete."""
+async def expect_run(
+    redis: Redis, names: Names, run_id: str, expected: int, *, ttl_s: float = DEFAULT_RETENTION_S
+) -> None:
+    """Record how many tasks a run has, so `run_progress` can tell when it is complete.
+    It expires after `ttl_s` unless it has a TTL already (the collector's, once findings
+    of the run arrive), so a run that never gets one does not stay forever."""
     if expected < 0:
         raise ValueError(f"expected must be >= 0, not {expected}")
-    await redis.hset(names.run_info(run_id), "expected", str(expected))
+    key = names.run_info(run_id)
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.hset(key, "expected", str(expected))
+        pipe.pexpire(key, int(ttl_s * 1000), nx=True)
+        await pipe.execute()
 
 
 async def run_progress(redis: Redis, names: Names, run_id: str) -> RunProgress:

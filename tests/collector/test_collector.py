@@ -82,7 +82,7 @@ async def test_a_collector_killed_after_storing_before_its_ack_does_not_count_tw
     # The victim reads the finding and stores it, then dies before acking it.
     got = await redis.xreadgroup(Names.COLLECTOR_GROUP, "victim", {names.findings: ">"}, count=10)
     assert len(got[0][1]) == 1
-    assert await FindingStore(redis, names).add(f) == "stored"
+    assert await FindingStore(redis, names, retention_s=3600).add(f) == "stored"
 
     collector = await start_collector(consumer="survivor")  # reclaims the dead victim's entry
     await wait_handled(redis, names)
@@ -342,7 +342,7 @@ async def test_a_finding_posted_without_an_id_is_named_after_its_entry(
     await redis.xreadgroup(Names.COLLECTOR_GROUP, "victim", {names.findings: ">"})
     f = make_finding(**fields, finding_id=f"entry-{entry_id}", cost_usd=None, input_tokens=0)
     f = f.model_copy(update={"output_tokens": 0, "latency_ms": 0.0, "summary": ""})
-    await FindingStore(redis, names).add(f)
+    await FindingStore(redis, names, retention_s=3600).add(f)
 
     await start_collector(consumer="survivor")
     await wait_handled(redis, names)
@@ -350,3 +350,35 @@ async def test_a_finding_posted_without_an_id_is_named_after_its_entry(
     assert view is not None
     assert [x.finding_id for x in view.findings] == [f"entry-{entry_id}"]
     assert view.summary.duplicate_findings == 0
+
+
+async def test_a_tasks_and_a_runs_keys_expire_after_the_retention_but_totals_stay(
+    redis: Redis, names: Names, start_collector: StartCollector
+) -> None:
+    await start_collector(retention_s=600)
+    await expect_run(redis, names, "run-ttl", 2, ttl_s=3600)
+    first = make_finding(task_id="ttl-1", run_id="run-ttl", status="failed", error="quota")
+    second = make_finding(task_id="ttl-1", run_id="run-ttl")  # supersedes the failed one
+    await publish(redis, names, first, second, make_finding(task_id="ttl-2"))  # by type
+    await wait_handled(redis, names)
+    keys = [
+        names.task_findings("ttl-1"),
+        names.task_summary("ttl-1"),
+        names.run_tasks("run-ttl"),
+        names.run_info("run-ttl"),  # the poster's hour gave way to the collector's retention
+        names.task_findings("ttl-2"),
+        names.task_summary("ttl-2"),
+        names.run_tasks(type_run_id("general")),
+        names.run_info(type_run_id("general")),
+    ]
+    ttls = {k: await redis.pttl(k) for k in keys}
+    assert all(590_000 < ms <= 600_000 for ms in ttls.values()), list(ttls.items())
+    assert await redis.pttl(names.totals) == -1  # cumulative by design: no TTL
+    assert await run_progress(redis, names, "run-ttl") == RunProgress("run-ttl", 2, 1, 1, 0)
+
+
+async def test_a_run_expected_before_any_finding_does_not_stay_forever(
+    redis: Redis, names: Names
+) -> None:
+    await expect_run(redis, names, "never-run", 3)
+    assert 0 < await redis.pttl(names.run_info("never-run")) <= 7 * 86400 * 1000

@@ -23,9 +23,12 @@ from shared.protocol import (
     Urgency,
     decode,
     decode_json,
+    decode_rejection,
     encode,
     encode_data,
+    encode_rejection,
 )
+from shared.protocol.codec import EXCERPT_BYTES, entry_digest, entry_size
 
 AT = datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
 LATER = AT + timedelta(minutes=5)
@@ -834,3 +837,36 @@ def test_decode_json_names_data_for_a_bad_document() -> None:
 def test_field_problem_text() -> None:
     assert str(FieldProblem("prompt", "is required")) == "prompt: is required"
     assert str(FieldProblem("", "entry has no fields")) == "entry has no fields"
+
+
+def _rejection() -> Rejection:
+    return Rejection(reason="too big", source_stream="swarm:tasks", source_id="1-0")
+
+
+def test_an_excerpt_stays_bounded_whatever_the_entry_holds() -> None:
+    # many fields, long names, long values, names that are not UTF-8
+    entry = {f"field-{i}-{'n' * 200}".encode(): b"v" * 10_000 for i in range(500)}
+    entry[b"\xff" * 300] = b"x" * 100
+    record = encode_rejection(_rejection(), entry, excerpt=True)
+    kept = {k: v for k, v in record.items() if _bytes(k).startswith(b"excerpt:")}
+    assert 0 < sum(len(_bytes(k)) - 8 + len(_bytes(v)) for k, v in kept.items()) <= EXCERPT_BYTES
+    assert not any(_bytes(k).startswith(b"orig:") for k in record)
+    back = decode_rejection(record)
+    assert back.excerpted and back.original == {}
+    assert back.original_bytes == entry_size(entry) > 5_000_000
+    assert back.original_sha256 == entry_digest(entry)
+
+
+def test_a_small_entry_refused_for_its_size_is_still_kept_whole() -> None:
+    entry = {b"prompt": b"x" * 1001}  # over a prompt limit, yet smaller than any excerpt
+    back = decode_rejection(encode_rejection(_rejection(), entry, excerpt=True))
+    assert not back.excerpted and back.original == {"prompt": "x" * 1001}
+
+
+def test_the_digest_tells_apart_entries_with_the_same_bytes_split_differently() -> None:
+    assert entry_digest({b"ab": b"c"}) != entry_digest({b"a": b"bc"})
+    assert entry_digest({"a": "b"}) == entry_digest({b"a": b"b"})
+
+
+def _bytes(value: str | bytes) -> bytes:
+    return value.encode() if isinstance(value, str) else value

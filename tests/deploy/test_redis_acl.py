@@ -193,6 +193,8 @@ ALLOWED: dict[str, list[str]] = {
         f"XADD {NS}:tasks:rejected * reason bad",
         f"XADD {NS}:findings * task_id t",
         f"XADD {NS}:dlq * reason bad",
+        f"XTRIM {NS}:dlq MAXLEN ~ 100000",  # the records' caps, after each write
+        f"XTRIM {NS}:tasks:rejected MAXLEN ~ 100000",
         f"EVALSHA {SHA} 1 {NS}:task:t1 entry:1 1-0 1000",
         f"HSET {NS}:task:t1 state routed",
         f"SCAN 0 MATCH {NS}:cooldown:* COUNT 500",
@@ -209,6 +211,7 @@ ALLOWED: dict[str, list[str]] = {
         f"XADD {NS}:findings * task_id t",
         f"XADD {NS}:tasks * prompt again",
         f"XADD {NS}:dlq * reason bad",
+        f"XTRIM {NS}:dlq MAXLEN ~ 100000",
         f"XADD {NS}:shard:history:queries * query q",
         f"SET {NS}:done:t1 finding_1 PX 1000",
         f"HSET {NS}:task:t1 state running",
@@ -240,7 +243,10 @@ ALLOWED: dict[str, list[str]] = {
         f"HEXISTS {NS}:findings:t1 finding_1",
         f"EVALSHA {SHA} 5 {NS}:findings:t1 {NS}:collected:t1 {NS}:run:r1 {NS}:runinfo:r1 "
         f"{NS}:totals a",
+        f"PEXPIRE {NS}:collected:t1 604800000",  # inside the script: the retention
+        f"PEXPIRE {NS}:runinfo:r1 604800000",
         f"XADD {NS}:dlq * reason bad",
+        f"XTRIM {NS}:dlq MAXLEN ~ 100000",
     ],
     "exporter": [
         "INFO",

@@ -114,10 +114,12 @@ class SwarmProcs:
         *argv: str,
         env: Mapping[str, str] | None = None,
         consumer: str | None = None,
+        module: str = "services.cli.main",
     ) -> Proc:
         """Start `swarm run SERVICE ARGV...` as `name` (its log file). Its consumer name is
         `name` unless `consumer` is given: pass a killed process's name to restart it the
-        way a container restarts (same name: it replays its own pending entries first)."""
+        way a container restarts (same name: it replays its own pending entries first).
+        `module` runs a test's wrapper of the CLI instead (one that starves its loop)."""
         if name in self.procs:
             raise ValueError(f"{name} was started before; give a new process a new name")
         log = self.logs / f"{name}.log"
@@ -126,7 +128,7 @@ class SwarmProcs:
             process = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "services.cli.main",
+                module,
                 "run",
                 service,
                 *argv,

@@ -145,6 +145,8 @@ class Heartbeat:
                         pipe.execute()
                 except REDIS_UNAVAILABLE as exc:
                     log.warning("heartbeat.failed", error=str(exc))
+                except Exception:  # a refusal (ACL, OOM): say so each beat, never die quietly
+                    log.exception("heartbeat.refused")
         finally:
             client.close()
 

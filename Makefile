@@ -52,6 +52,7 @@ bench-ours: install  ## the project's own benchmarks; each prints a table, one J
 	$(BIN)/python bench/vendors.py
 	$(BIN)/python bench/worker.py
 	$(BIN)/python bench/dispatcher.py
+	$(BIN)/python bench/dispatcher_redis.py
 	$(BIN)/python bench/megashard.py
 	$(BIN)/python bench/swarm.py
 	$(BIN)/python bench/memory.py

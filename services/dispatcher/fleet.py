@@ -1,5 +1,6 @@
 """The fleet as the router sees it: live workers per vendor and what is cooling down,
-read from Redis at most once per refresh interval (not once per task)."""
+read from Redis at most once per refresh interval (not once per task), by one refresh at
+a time however many handlers ask for it."""
 
 from __future__ import annotations
 
@@ -55,39 +56,58 @@ class FleetView:
         self._spent: dict[tuple[str, str], tuple[float, float]] = {}  # (kind, name) -> (spent, cap)
         # vendor -> the variable its workers miss: every live one runs unconfigured (idle)
         self.unconfigured: dict[str, str] = {}
+        self._refreshing: asyncio.Task[Fleet] | None = None
 
     async def get(self) -> Fleet:
-        if time.monotonic() - self._read_at >= self._refresh_s:
-            live: dict[str, int] = {}
-            members: dict[tuple[str, str], int] = {}
-            unconfigured: dict[str, str] = {}
-            for member in await live_members(self._redis, self._names):
-                service = member.get("service", "")
-                key = (service, member.get("vendor") or member.get("shard_id") or "")
-                members[key] = members.get(key, 0) + 1
-                if is_worker(member):
-                    live[member["vendor"]] = live.get(member["vendor"], 0) + 1
-                elif service.startswith("worker-") and member.get("vendor"):
-                    unconfigured[member["vendor"]] = member.get("missing", "")
-            self._members = members
-            self._cooling = await self._cooldowns.cooling()
-            cooling = frozenset(self._cooling.keys())
-            if self._spend is not None:
-                self.vendors_over_cap = await self._over(self._spend, "vendor", self._vendor_caps)
-                self.types_over_cap = await self._over(self._spend, "task_type", self._type_caps)
-            # A worker restarting, or a heartbeat late under load, is not a vendor gone: a
-            # vendor seen live within the grace period still takes work (its queue waits).
-            now = time.monotonic()
-            for vendor in live:
-                self._last_seen[vendor] = now
-            for vendor, seen in self._last_seen.items():
-                if vendor not in live and now - seen <= self._live_grace_s:
-                    live[vendor] = 1
-            self.unconfigured = {v: m for v, m in unconfigured.items() if v not in live}
-            # A vendor over its period budget takes no new work, whatever its live workers.
-            live = {v: n for v, n in live.items() if v not in self.vendors_over_cap}
-            self._fleet = Fleet(live=live, cooling=cooling)
-            self._read_at = time.monotonic()
+        """The fleet, read again once `refresh_s` old. Single-flight: however many
+        handlers ask while it is stale, one refresh runs and they all await it (a failed
+        refresh fails them all; the next call tries again)."""
+        if time.monotonic() - self._read_at < self._refresh_s:
+            return self._fleet
+        refresh = self._refreshing
+        if refresh is None:
+            refresh = self._refreshing = asyncio.create_task(self._refresh(), name="fleet-refresh")
+            refresh.add_done_callback(self._refreshed)
+        # Shielded: a caller cancelled while waiting must not cancel everyone's refresh.
+        return await asyncio.shield(refresh)
+
+    def _refreshed(self, task: asyncio.Task[Fleet]) -> None:
+        if self._refreshing is task:
+            self._refreshing = None
+        if not task.cancelled():
+            task.exception()  # retrieved: every waiter may have been cancelled
+
+    async def _refresh(self) -> Fleet:
+        live: dict[str, int] = {}
+        members: dict[tuple[str, str], int] = {}
+        unconfigured: dict[str, str] = {}
+        for member in await live_members(self._redis, self._names):
+            service = member.get("service", "")
+            key = (service, member.get("vendor") or member.get("shard_id") or "")
+            members[key] = members.get(key, 0) + 1
+            if is_worker(member):
+                live[member["vendor"]] = live.get(member["vendor"], 0) + 1
+            elif service.startswith("worker-") and member.get("vendor"):
+                unconfigured[member["vendor"]] = member.get("missing", "")
+        self._members = members
+        self._cooling = await self._cooldowns.cooling()
+        cooling = frozenset(self._cooling.keys())
+        if self._spend is not None:
+            self.vendors_over_cap = await self._over(self._spend, "vendor", self._vendor_caps)
+            self.types_over_cap = await self._over(self._spend, "task_type", self._type_caps)
+        # A worker restarting, or a heartbeat late under load, is not a vendor gone: a
+        # vendor seen live within the grace period still takes work (its queue waits).
+        now = time.monotonic()
+        for vendor in live:
+            self._last_seen[vendor] = now
+        for vendor, seen in self._last_seen.items():
+            if vendor not in live and now - seen <= self._live_grace_s:
+                live[vendor] = 1
+        self.unconfigured = {v: m for v, m in unconfigured.items() if v not in live}
+        # A vendor over its period budget takes no new work, whatever its live workers.
+        live = {v: n for v, n in live.items() if v not in self.vendors_over_cap}
+        self._fleet = Fleet(live=live, cooling=cooling)
+        self._read_at = time.monotonic()
         return self._fleet
 
     @property

@@ -7,6 +7,12 @@ success breaks the streak. Failures reported while a cooldown runs are not count
 are mostly calls that were already in flight, and must neither extend the cooldown nor
 start the next one early.
 
+The script that starts a cooldown also indexes it: `Names.cooldowns`, a sorted set of
+`<vendor>:<model>` scored by the cooldown's end (unix ms, Redis time). `cooling()` reads
+that index, never SCANs the keyspace (whose cost grows with every key on the server,
+other swarms' included), and keeps only members whose cooldown key still exists: the key
+is the truth (DEL ends a cooldown early), the index only says where to look.
+
 Redis errors (REDIS_UNAVAILABLE) propagate; the caller decides what an outage means.
 """
 
@@ -23,8 +29,9 @@ from shared.protocol.names import Names
 
 log = structlog.get_logger("swarm.cooldown")
 
-# KEYS: failures counter, cooldown key. ARGV: threshold, window_ms, period_ms, the
-# cooldown's value. Returns 1 if this failure started a cooldown.
+# KEYS: failures counter, cooldown key, the cooldowns index. ARGV: threshold, window_ms,
+# period_ms, the cooldown's value, its index member. Returns 1 if this failure started a
+# cooldown.
 _FAILURE_LUA = """
 if redis.call('EXISTS', KEYS[2]) == 1 then
   return 0
@@ -38,7 +45,25 @@ if n < tonumber(ARGV[1]) then
 end
 redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[3])
 redis.call('DEL', KEYS[1])
+local now = redis.call('TIME')
+local ends = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) + tonumber(ARGV[3])
+local fresh = redis.call('EXISTS', KEYS[3]) == 0
+redis.call('ZADD', KEYS[3], ends, ARGV[5])
+-- The index lasts as long as its longest cooldown (one an operator made without a TTL stays).
+local ttl = redis.call('PTTL', KEYS[3])
+if fresh or (ttl >= 0 and ttl < tonumber(ARGV[3])) then
+  redis.call('PEXPIRE', KEYS[3], ARGV[3])
+end
 return 1
+"""
+
+# KEYS: the cooldowns index. Drops members whose cooldown is over (by Redis time) and
+# returns the others, with their scores.
+_COOLING_LUA = """
+local now = redis.call('TIME')
+local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ms)
+return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ms, '+inf')
 """
 
 
@@ -68,13 +93,24 @@ class Cooldowns:
         self._redis = redis
         self._names = names
         self._failure = redis.register_script(_FAILURE_LUA)
+        self._cooling = redis.register_script(_COOLING_LUA)
 
     async def failure(self, vendor: str, model: str) -> bool:
         """Count a failure; True if it was the one that started a cooldown."""
         started = await self._failure(
-            keys=[self._names.failures(vendor, model), self._names.cooldown(vendor, model)],
-            # The value names the pair, so cooling() need not parse keys (models contain ':').
-            args=[self.threshold, self._window_ms, self._period_ms, json.dumps([vendor, model])],
+            keys=[
+                self._names.failures(vendor, model),
+                self._names.cooldown(vendor, model),
+                self._names.cooldowns,
+            ],
+            # The value names the pair, so readers need not parse keys (models contain ':').
+            args=[
+                self.threshold,
+                self._window_ms,
+                self._period_ms,
+                json.dumps([vendor, model]),
+                index_member(vendor, model),
+            ],
         )
         if int(started):
             log.warning(
@@ -96,36 +132,34 @@ class Cooldowns:
         return _seconds(int(await self._redis.pttl(self._names.cooldown(vendor, model))))
 
     async def cooling(self) -> dict[tuple[str, str], float]:
-        """Every vendor/model cooling down now, with seconds left (SCAN: operator's view)."""
-        pattern = self._names.cooldown("*", "*")
-        keys: set[bytes] = set()  # SCAN may return a key twice
-        async for key in self._redis.scan_iter(match=pattern, count=500):
-            keys.add(key)
-        if not keys:
+        """Every vendor/model cooling down now, with seconds left: the index's members
+        whose cooldown key still exists (one script call; a PTTL each only when some cool)."""
+        members: list[bytes | str] = await self._cooling(keys=[self._names.cooldowns])
+        pairs = [p for p in map(_index_pair, members) if p is not None]
+        if not pairs:
             return {}
-        ordered = sorted(keys)
         async with self._redis.pipeline(transaction=False) as pipe:
-            for key in ordered:
-                pipe.get(key)
-                pipe.pttl(key)
+            for vendor, model in pairs:
+                pipe.pttl(self._names.cooldown(vendor, model))
             replies: list[Any] = await pipe.execute()
         out: dict[tuple[str, str], float] = {}
-        for key, value, pttl in zip(ordered, replies[::2], replies[1::2], strict=True):
-            pair = self._pair(key.decode(errors="replace"), value, pattern)
+        for pair, pttl in zip(pairs, replies, strict=True):
             left = _seconds(int(pttl))
-            if pair is not None and left > 0:
+            if left > 0:
                 out[pair] = left
         return out
 
-    def _pair(self, key: str, value: bytes | None, pattern: str) -> tuple[str, str] | None:
-        try:
-            vendor, model = json.loads(value or b"")
-        except (ValueError, TypeError):
-            # Not set by failure() (an operator's SET): the vendor is the part up to ':'.
-            vendor, _, model = key.removeprefix(pattern[: pattern.index("*")]).partition(":")
-        if not isinstance(vendor, str) or not isinstance(model, str):
-            return None
-        return (vendor, model) if self._names.cooldown(vendor, model) == key else None
+
+def index_member(vendor: str, model: str) -> str:
+    """A cooldown's member in `Names.cooldowns`: `<vendor>:<model>` (the key's suffix; a
+    vendor name has no ':', a model's may)."""
+    return f"{vendor}:{model}"
+
+
+def _index_pair(member: bytes | str) -> tuple[str, str] | None:
+    text = member.decode(errors="replace") if isinstance(member, bytes) else member
+    vendor, sep, model = text.partition(":")
+    return (vendor, model) if sep and vendor and model else None
 
 
 def _seconds(pttl_ms: int) -> float:

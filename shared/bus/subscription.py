@@ -52,6 +52,16 @@ end
 return lost
 """
 
+# Remove a consumer from the group only while it has nothing pending (DELCONSUMER drops
+# whatever it holds): atomic, so a consumer that reads meanwhile keeps its entries.
+_FORGET_LUA = """
+if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) > 0 then
+  return 0
+end
+redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
+
 _Entry = tuple[str, dict[bytes, bytes], int, str]  # id, fields, deliveries, cause
 
 
@@ -110,6 +120,7 @@ class Subscription:
         self._autoclaim_cursor = "0-0"
         self._failure: BaseException | None = None
         self._refresh = redis.register_script(_REFRESH_LUA)
+        self._forget = redis.register_script(_FORGET_LUA)
         self._reader = redis.client()  # its own connection, so stop() can unblock it
         self._reader_id: int | None = None
         self._unblocking: asyncio.Task[None] | None = None
@@ -459,20 +470,26 @@ class Subscription:
     async def _reclaim_dead_consumers(self) -> None:
         ttl_ms = int(self._s.heartbeat_ttl_s * 1000)
         consumers: Any = await self._redis.xinfo_consumers(self.stream, self.group)
-        suspects = [
-            c["name"].decode()
+        suspects = {  # name -> pending
+            c["name"].decode(): int(c["pending"])
             for c in consumers
-            if c["pending"] > 0 and c["idle"] > ttl_ms and c["name"].decode() != self.consumer
-        ]
+            if c["idle"] > ttl_ms and c["name"].decode() != self.consumer
+        }
         if not suspects:
             return
         async with self._redis.pipeline(transaction=False) as pipe:
             for name in suspects:
                 pipe.exists(self._names.member(name))
             alive = await pipe.execute()
-        for name, is_alive in zip(suspects, alive, strict=True):
+        for (name, pending), is_alive in zip(suspects.items(), alive, strict=True):
+            if is_alive:
+                continue
+            if not pending:  # nothing to take over: only its name is left in the group
+                if await self._forget(keys=[self.stream], args=[self.group, name]):
+                    log.info("consumer.removed", stream=self.stream, consumer=name, pending=0)
+                continue
             room = self._free()
-            if is_alive or room <= 0:
+            if room <= 0:
                 continue
             rows: Any = await self._redis.xpending_range(
                 self.stream, self.group, min="-", max="+", count=room, consumername=name
@@ -485,12 +502,7 @@ class Subscription:
             )
             log.warning("consumer.dead", stream=self.stream, consumer=name, reclaimed=len(claimed))
             await self._take(claimed, "dead_consumer")
-            # DELCONSUMER drops whatever the consumer still has pending: only once it has none.
-            left: Any = await self._redis.xpending_range(
-                self.stream, self.group, min="-", max="+", count=1, consumername=name
-            )
-            if not left:
-                await self._redis.xgroup_delconsumer(self.stream, self.group, name)
+            await self._forget(keys=[self.stream], args=[self.group, name])  # if none is left
 
     async def _take(self, claimed: list[Any], cause: str) -> None:
         live = [(streamids.text(i), f) for i, f in claimed if f]
@@ -548,11 +560,16 @@ async def trim_handled(redis: Redis, stream: str, *, retention_s: float, max_len
     safe: tuple[int, int] | None = None
     for g in groups:
         bound = streamids.parse(g["last-delivered-id"])
+        oldest = None
         if g["pending"]:
             summary: Any = await redis.xpending(stream, g["name"])
-            bound = min(bound, streamids.parse(summary["min"]))
+            oldest = summary["min"]  # None if the pending entries were acked meanwhile
+        if oldest is not None:
+            bound = min(bound, streamids.parse(oldest))
         else:
-            bound = (bound[0], bound[1] + 1)  # the last delivered entry is handled too
+            # Everything delivered up to `bound` is handled, the last delivered entry too
+            # (entries delivered since XINFO GROUPS have later ids).
+            bound = (bound[0], bound[1] + 1)
         safe = bound if safe is None else min(safe, bound)
     assert safe is not None
     if await redis.xlen(stream) <= max_len:

@@ -95,6 +95,12 @@ class Names:
         """Exists (with a TTL) while a vendor/model is cooling down after repeated failures."""
         return self._k("cooldown", vendor, model)
 
+    @property
+    def cooldowns(self) -> str:
+        """Sorted set: `<vendor>:<model>` -> when its cooldown ends (unix ms, Redis time),
+        set with the cooldown key, so the dispatcher lists what cools without SCAN."""
+        return self._k("cooldowns")
+
     def failures(self, vendor: str, model: str) -> str:
         """Recent failure count of a vendor/model (expires with the counting window)."""
         return self._k("failures", vendor, model)

@@ -197,8 +197,11 @@ ALLOWED: dict[str, list[str]] = {
         f"XTRIM {NS}:tasks:rejected MAXLEN ~ 100000",
         f"EVALSHA {SHA} 1 {NS}:task:t1 entry:1 1-0 1000",
         f"HSET {NS}:task:t1 state routed",
-        f"SCAN 0 MATCH {NS}:cooldown:* COUNT 500",
-        f"GET {NS}:cooldown:claude:m",
+        # cooldowns: the index script (prune, list), then a PTTL of each listed key
+        f"EVALSHA {SHA} 1 {NS}:cooldowns",
+        f"ZRANGEBYSCORE {NS}:cooldowns (1 +inf",
+        f"ZREMRANGEBYSCORE {NS}:cooldowns -inf 1",
+        f"PTTL {NS}:cooldown:claude:m",
         f"MGET {NS}:spend:1:vendor:claude {NS}:spend:1:task_type:research",
         f"HSET {NS}:member:dispatcher-h-1 service dispatcher",
         f"HGETALL {NS}:member:worker-claude-h-1",
@@ -216,7 +219,11 @@ ALLOWED: dict[str, list[str]] = {
         f"SET {NS}:done:t1 finding_1 PX 1000",
         f"HSET {NS}:task:t1 state running",
         f"EVALSHA {SHA} 1 {NS}:ratelimit:claude:claude-haiku-4-5 0 0 0 0 1 1000",
-        f"EVALSHA {SHA} 2 {NS}:failures:claude:m {NS}:cooldown:claude:m 5 60000 60000 x",
+        # the cooldown script: streak, cooldown key and the cooldowns index in one selector
+        f"EVALSHA {SHA} 3 {NS}:failures:claude:m {NS}:cooldown:claude:m {NS}:cooldowns "
+        "5 60000 60000 x claude:m",
+        f"ZADD {NS}:cooldowns 1 claude:m",
+        f"PEXPIRE {NS}:cooldowns 60000",
         f"DEL {NS}:failures:claude:m",
         f"INCRBYFLOAT {NS}:spend:20000:vendor:claude 0.5",
         f"INCRBYFLOAT {NS}:spend:20000:task_type:research 0.5",
@@ -265,6 +272,9 @@ DENIED: dict[str, list[str]] = {
         f"HSET {NS}:totals a 1",
         f"SET {NS}:done:t1 x",
         f"DEL {NS}:tasks",
+        f"SCAN 0 MATCH {NS}:cooldown:* COUNT 500",  # cooldowns are indexed: no SCAN
+        f"SET {NS}:cooldown:claude:m x",
+        f"ZADD {NS}:cooldowns 1 claude:m",
         "FLUSHALL",
         "CONFIG SET maxmemory-policy allkeys-lru",
         "KEYS *",
@@ -278,6 +288,10 @@ DENIED: dict[str, list[str]] = {
         f"SET {NS}:queue:claude x",
         f"DEL {NS}:queue:claude",
         f"EVALSHA {SHA} 1 {NS}:ratelimit:openai:gpt 0 0 0 0 1 1000",
+        f"EVALSHA {SHA} 3 {NS}:failures:openai:m {NS}:cooldown:openai:m {NS}:cooldowns "
+        "5 60000 60000 x openai:m",
+        f"DEL {NS}:cooldowns",
+        f"ZREMRANGEBYSCORE {NS}:cooldowns -inf +inf",
         f"INCRBYFLOAT {NS}:spend:20000:vendor:openai 0.5",
         f"XREAD STREAMS {NS}:replies:worker-gemini-h-1 0-0",
         f"HSET {NS}:member:worker-gemini-h-1 service worker-gemini",

@@ -1,4 +1,5 @@
-"""Cooldowns against a real Redis: streaks, windows, countdown, the operator's listing."""
+"""Cooldowns against a real Redis: streaks, windows, countdown, the index the dispatcher
+lists them from."""
 
 from __future__ import annotations
 
@@ -96,17 +97,45 @@ async def test_remaining_counts_down_and_cooling_lists(redis: Redis, names: Name
     assert await cd.failure(V, M) is True
 
 
+async def test_cooling_reads_the_index_and_prunes_what_ended(redis: Redis, names: Names) -> None:
+    cd = Cooldowns(redis, names, threshold=1, period_s=0.5)
+    long = Cooldowns(redis, names, threshold=1, period_s=30)
+    assert await cd.failure(V, M) is True
+    assert await long.failure("other", "m2") is True
+    seconds, micros = await redis.time()
+    now_ms = seconds * 1000 + micros // 1000
+    scores = dict(await redis.zrange(names.cooldowns, 0, -1, withscores=True))
+    assert set(scores) == {f"{V}:{M}".encode(), b"other:m2"}  # `<vendor>:<model>`
+    assert now_ms < scores[b"other:m2"] <= now_ms + 30_000  # when it ends, in Redis time
+    assert now_ms < scores[f"{V}:{M}".encode()] <= now_ms + 500
+    assert 29_000 < await redis.pttl(names.cooldowns) <= 30_000  # gone with the last one
+
+    async def over() -> bool:
+        return await cd.remaining(V, M) == 0.0
+
+    await eventually(over, timeout=5, what="the short cooldown to end")
+    assert set(await cd.cooling()) == {("other", "m2")}
+    assert await redis.zrange(names.cooldowns, 0, -1) == [b"other:m2"]  # pruned
+    # Deleting the key ends a cooldown early: the index only says where to look.
+    await redis.delete(names.cooldown("other", "m2"))
+    assert await cd.cooling() == {}
+
+
 async def test_cooldown_set_by_hand_is_listed(redis: Redis, names: Names) -> None:
+    # What an operator types: the key (with its TTL, or none) and its index member.
     cd = Cooldowns(redis, names)
+    seconds, _ = await redis.time()
     await redis.set(names.cooldown("ops", "big-model"), b"1", px=5000)
+    await redis.zadd(names.cooldowns, {"ops:big-model": (seconds + 5) * 1000})
     await redis.set(names.cooldown("ops", "forever"), b"1")
+    await redis.zadd(names.cooldowns, {"ops:forever": "+inf"})
     try:
         listed = await cd.cooling()
         assert 0 < listed[("ops", "big-model")] <= 5
         assert listed[("ops", "forever")] == float("inf")
         assert await cd.remaining("ops", "forever") == float("inf")
     finally:  # no TTL: it would outlive the test in a shared Redis
-        await redis.delete(names.cooldown("ops", "forever"))
+        await redis.delete(names.cooldown("ops", "forever"), names.cooldowns)
 
 
 def test_rejects_nonsense_settings(redis: Redis, names: Names) -> None:

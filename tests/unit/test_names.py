@@ -10,7 +10,9 @@ import pytest
 
 from shared.protocol import DEFAULT_NAMESPACE, Names
 
-KEY_PROPERTIES = ("intake", "rejected", "findings", "dead_letter", "members", "totals", "shards")
+KEY_PROPERTIES = (
+    "intake", "rejected", "findings", "dead_letter", "members", "cooldowns", "totals", "shards"
+)  # fmt: skip
 KEY_METHODS = (
     "vendor_tasks",
     "shard_queries",
@@ -83,6 +85,7 @@ def test_every_default_key_is_pinned() -> None:
         "task_done": "swarm:done:x1",
         "rate_limit": "swarm:ratelimit:x1:m1",
         "cooldown": "swarm:cooldown:x1:m1",
+        "cooldowns": "swarm:cooldowns",
         "failures": "swarm:failures:x1:m1",
         "totals": "swarm:totals",
         "shards": "swarm:shards",

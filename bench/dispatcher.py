@@ -83,17 +83,20 @@ def group_backlog(redis: SyncRedis, stream: str, group: str) -> int | None:
     return None
 
 
-async def dispatcher_run(url: str, names: Names, n: int) -> tuple[float, Counter[str], int]:
-    """Routed tasks/s from the dispatcher's start until its intake group is drained."""
+async def drain_seconds(
+    url: str, names: Names, *, heartbeat_ttl_s: float = 600, timeout_s: float = TIMEOUT_S
+) -> float:
+    """Seconds from the dispatcher's start until its intake group is drained, with a live
+    worker registered for every vendor for the whole run."""
     redis = Redis.from_url(url)
-    for vendor in KNOWN_VENDORS:  # a live worker per vendor, for the whole run
+    for vendor in KNOWN_VENDORS:
         await Heartbeat(
             redis,
             names,
             f"bench-worker-{vendor}",
             service=f"worker-{vendor}",
             interval_s=300,
-            ttl_s=600,
+            ttl_s=heartbeat_ttl_s,
             info={"vendor": vendor},
         ).beat()
     await redis.aclose()
@@ -113,13 +116,19 @@ async def dispatcher_run(url: str, names: Names, n: int) -> tuple[float, Counter
                 group_backlog, poller, names.intake, Names.DISPATCHER_GROUP
             )
             if backlog == 0:
-                break
-            if time.perf_counter() - start > TIMEOUT_S:
-                raise RuntimeError(f"not drained after {TIMEOUT_S:.0f}s (backlog {backlog})")
-        elapsed = time.perf_counter() - start
+                return time.perf_counter() - start
+            if time.perf_counter() - start > timeout_s:
+                raise RuntimeError(f"not drained after {timeout_s:.0f}s (backlog {backlog})")
     finally:
         stop.set()
         await service
+        poller.close()
+
+
+async def dispatcher_run(url: str, names: Names, n: int) -> tuple[float, Counter[str], int]:
+    """Routed tasks/s from the dispatcher's start until its intake group is drained."""
+    elapsed = await drain_seconds(url, names)
+    poller = SyncRedis.from_url(url)
     routed = Counter({v: int(poller.xlen(names.vendor_tasks(v))) for v in KNOWN_VENDORS})
     rejected = int(poller.xlen(names.rejected))
     poller.close()

@@ -38,24 +38,17 @@ from typing import Any
 from unittest import mock
 
 from benchlib import emit
-from dispatcher import cleanup, fill, group_backlog, make_tasks
+from dispatcher import cleanup, drain_seconds, fill, make_tasks
 from redis import Redis as SyncRedis
-from redis.asyncio import Redis
 
 import services.dispatcher.service as dispatcher_service
 from services.cli.redis_finder import private_redis_server
 from services.dispatcher.fleet import FleetView
 from services.dispatcher.router import Fleet
-from services.dispatcher.service import run_dispatcher
-from services.dispatcher.settings import DispatcherSettings
 from shared.bus.cooldown import Cooldowns, _seconds
-from shared.bus.membership import Heartbeat
-from shared.llm.settings import VendorSettings
 from shared.protocol import KNOWN_VENDORS, Names
 from shared.runtime.logging import configure_logging
-from shared.runtime.settings import BusSettings, SwarmSettings
 
-POLL_S = 0.1
 TIMEOUT_S = 900.0
 GOAL_US = 50.0  # issue 16: Redis CPU per task
 GOAL_NOISE = 0.10  # ... and within ±10% with 300k foreign keys
@@ -143,35 +136,7 @@ def calls(redis: SyncRedis, command: str) -> int:
 
 async def dispatch(url: str, names: Names) -> float:
     """Seconds from the dispatcher's start until its intake group is drained."""
-    redis = Redis.from_url(url)
-    for vendor in KNOWN_VENDORS:  # a live worker per vendor, for the whole run
-        await Heartbeat(
-            redis, names, f"bench-worker-{vendor}", service=f"worker-{vendor}",
-            interval_s=300, ttl_s=3600, info={"vendor": vendor},
-        ).beat()  # fmt: skip
-    await redis.aclose()
-    poller = SyncRedis.from_url(url)
-    stop = asyncio.Event()
-    start = time.perf_counter()
-    service = asyncio.create_task(
-        run_dispatcher(stop, SwarmSettings(), BusSettings(), DispatcherSettings(), VendorSettings())
-    )
-    try:
-        while True:
-            await asyncio.sleep(POLL_S)
-            if service.done():
-                raise RuntimeError(f"the dispatcher stopped early: {service.result()}")
-            backlog = await asyncio.to_thread(
-                group_backlog, poller, names.intake, Names.DISPATCHER_GROUP
-            )
-            if backlog == 0:
-                return time.perf_counter() - start
-            if time.perf_counter() - start > TIMEOUT_S:
-                raise RuntimeError(f"not drained after {TIMEOUT_S:.0f}s (backlog {backlog})")
-    finally:
-        stop.set()
-        await service
-        poller.close()
+    return await drain_seconds(url, names, heartbeat_ttl_s=3600, timeout_s=TIMEOUT_S)
 
 
 def run_once(url: str, redis: SyncRedis, mode: str, n: int, foreign_keys: int) -> Run:

@@ -518,10 +518,11 @@ class Subscription:
             return
         lost = await self._refresh(keys=[self.stream], args=[self.group, self.consumer, *ids])
         # An entry whose ack went out while the refresh was on the wire is settled, not lost.
-        lost = [i for i in lost if streamids.text(i) in self._in_flight]
-        lost = [i for i in lost if streamids.text(i) not in self._acking]
+        lost = [
+            i for i in map(streamids.text, lost) if i in self._in_flight and i not in self._acking
+        ]
         if lost:
-            log.warning("lease.lost", stream=self.stream, entries=[streamids.text(i) for i in lost])
+            log.warning("lease.lost", stream=self.stream, entries=lost)
 
     async def _report_backlog(self) -> None:
         """Stream length, and this group's lag and pending, as gauges (for dashboards and

@@ -9,6 +9,7 @@ set (the stand-ins of deploy/tools/build-offline-images.sh on a site with no reg
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import subprocess
 import time
@@ -38,6 +39,7 @@ def engine_answers() -> bool:
     return res.returncode == 0
 
 
+@functools.cache
 def buildkit_available() -> bool:
     res = subprocess.run(
         ["docker", "buildx", "version"], capture_output=True, check=False, timeout=30

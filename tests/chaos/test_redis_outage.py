@@ -17,22 +17,16 @@ per 2,000 tasks.
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import tempfile
 import uuid
 from pathlib import Path
 
 import pytest
-from redis.asyncio import Redis
 
-from services.cli.redis_finder import private_redis_server
 from shared.bus.findings import expect_run, run_progress
 from shared.protocol import Names
-from shared.runtime.net import free_port
-from shared.runtime.redis import REDIS_UNAVAILABLE, connect
-from shared.runtime.settings import BusSettings
-from tests.chaos.checks import Clock, audit, post, sim_config, simple_tier_policy, tasks
-from tests.swarm_procs import SwarmProcs
+from shared.runtime.redis import REDIS_UNAVAILABLE
+from tests.chaos.checks import Clock, audit, post, tasks
+from tests.chaos.durable_fleet import DurableFleet, durable_fleet
 
 pytestmark = pytest.mark.chaos
 
@@ -41,48 +35,19 @@ AT_ONCE = 500  # posted before the clock starts; the rest while the fleet works
 DOWN_AT = 400  # findings before Redis goes away
 OUTAGE_S = 5.0
 BOUND_S = 15.0  # from Redis's return to the last finding
-DURABLE = "appendfsync always\n"
-WORKERS = ("worker-deepseek-1", "worker-deepseek-2")
 
 
 @pytest.mark.parametrize("how", ["shutdown", "sigkill"])
 async def test_five_second_redis_outage_every_task_done_within_15s_of_return(
     names: Names, chaos_logs: Path, how: str
 ) -> None:
-    port = free_port()
-    with (
-        tempfile.TemporaryDirectory() as workdir,
-        private_redis_server(port=port, appendonly=True, workdir=workdir, config=DURABLE) as (
-            url,
-            server,
-        ),
-    ):
-        redis = connect(url, BusSettings(connect_timeout_s=10))
-        try:
-            # The default visibility timeout: work left pending would wait a minute.
-            env = {"SWARM_VISIBILITY_TIMEOUT_S": "60"}
-            async with SwarmProcs(url, names, chaos_logs, env=env) as swarm:
-                await _run(redis, names, swarm, server, port, workdir, how)
-        finally:
-            await redis.aclose()
+    # The default visibility timeout: work left pending would wait a minute.
+    async with durable_fleet(names, chaos_logs, {"SWARM_VISIBILITY_TIMEOUT_S": "60"}) as fleet:
+        await _run(fleet, names, how)
 
 
-async def _run(
-    redis: Redis,
-    names: Names,
-    swarm: SwarmProcs,
-    server: subprocess.Popen[bytes],
-    port: int,
-    workdir: str,
-    how: str,
-) -> None:
-    await swarm.simulator(sim_config(0.2))
-    policy = simple_tier_policy(swarm.logs / "policy.toml", "deepseek-flash")
-    await swarm.start("dispatcher", "dispatcher", env=policy)
-    await swarm.start("collector", "collector")
-    for name in WORKERS:
-        await swarm.start(name, "worker", "--vendor", "deepseek", env={"SWARM_MAX_IN_FLIGHT": "32"})
-    await swarm.wait_live(redis, names, {"dispatcher": 1, "collector": 1, "worker-deepseek": 2})
+async def _run(fleet: DurableFleet, names: Names, how: str) -> None:
+    redis, swarm = fleet.redis, fleet.swarm
     run_id = f"outage-{how}-{uuid.uuid4().hex[:8]}"
     batch = tasks(run_id, TASKS)
     await expect_run(redis, names, run_id, TASKS)
@@ -114,11 +79,11 @@ async def _run(
     if how == "shutdown":
         await redis.shutdown()
     else:
-        server.kill()
-    await asyncio.to_thread(server.wait)
+        fleet.server.kill()
+    await asyncio.to_thread(fleet.server.wait)
     down_at = clock.s
     await asyncio.sleep(OUTAGE_S)
-    with private_redis_server(port=port, appendonly=True, workdir=workdir, config=DURABLE):
+    with fleet.restart():
         back_at = clock.s
 
         async def complete() -> bool:

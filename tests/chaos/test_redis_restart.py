@@ -16,66 +16,33 @@ answer was lost: the dispatcher takes each task id once).
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import tempfile
 import uuid
 from pathlib import Path
 
 import pytest
-from redis.asyncio import Redis
 
-from services.cli.redis_finder import private_redis_server
 from shared.bus.findings import expect_run, run_progress
 from shared.protocol import Names
-from shared.runtime.net import free_port
-from shared.runtime.redis import REDIS_UNAVAILABLE, connect
-from shared.runtime.settings import BusSettings
-from tests.chaos.checks import Clock, audit, post, sim_config, simple_tier_policy, tasks
-from tests.swarm_procs import SwarmProcs
+from shared.runtime.redis import REDIS_UNAVAILABLE
+from tests.chaos.checks import Clock, audit, post, tasks
+from tests.chaos.durable_fleet import SERVICES, DurableFleet, durable_fleet
 
 pytestmark = pytest.mark.chaos
 
 TASKS = 500
 BEFORE = 300  # posted at once before the crash; the rest one by one through it
 RESERVE = 50  # of those, posted only once Redis is down
-DURABLE = "appendfsync always\n"
-SERVICES = ("dispatcher", "collector", "worker-deepseek-1", "worker-deepseek-2")
 
 
 async def test_redis_sigkilled_and_restarted_loses_no_acknowledged_task(
     names: Names, chaos_logs: Path
 ) -> None:
-    port = free_port()
-    with (
-        tempfile.TemporaryDirectory() as workdir,
-        private_redis_server(port=port, appendonly=True, workdir=workdir, config=DURABLE) as (
-            url,
-            server,
-        ),
-    ):
-        redis = connect(url, BusSettings(connect_timeout_s=10))
-        try:
-            async with SwarmProcs(url, names, chaos_logs) as swarm:
-                await _run(redis, names, swarm, server, port, workdir)
-        finally:
-            await redis.aclose()
+    async with durable_fleet(names, chaos_logs) as fleet:
+        await _run(fleet, names)
 
 
-async def _run(
-    redis: Redis,
-    names: Names,
-    swarm: SwarmProcs,
-    server: subprocess.Popen[bytes],
-    port: int,
-    workdir: str,
-) -> None:
-    await swarm.simulator(sim_config(0.2))
-    policy = simple_tier_policy(swarm.logs / "policy.toml", "deepseek-flash")
-    await swarm.start("dispatcher", "dispatcher", env=policy)
-    await swarm.start("collector", "collector")
-    for name in SERVICES[2:]:
-        await swarm.start(name, "worker", "--vendor", "deepseek", env={"SWARM_MAX_IN_FLIGHT": "32"})
-    await swarm.wait_live(redis, names, {"dispatcher": 1, "collector": 1, "worker-deepseek": 2})
+async def _run(fleet: DurableFleet, names: Names) -> None:
+    redis, swarm, server = fleet.redis, fleet.swarm, fleet.server
     run_id = f"restart-{uuid.uuid4().hex[:8]}"
     batch = tasks(run_id, TASKS)
     await expect_run(redis, names, run_id, TASKS)
@@ -127,7 +94,7 @@ async def _run(
         return waited() >= set(SERVICES) and retries > 0
 
     await swarm.wait_for(all_noticed, timeout=20, what="every service and the poster to notice")
-    with private_redis_server(port=port, appendonly=True, workdir=workdir, config=DURABLE):
+    with fleet.restart():
         restart_at = clock.s
 
         async def complete() -> bool:

@@ -17,7 +17,7 @@ from enum import StrEnum
 
 from redis.asyncio import Redis
 
-from shared.bus.findings import UNPRICED, run_id_of
+from shared.bus.findings import UNPRICED, run_id_of, task_list_id
 from shared.protocol import Finding, Names
 
 
@@ -99,11 +99,12 @@ class FindingStore:
 
     async def add(self, finding: Finding, *, now: float | None = None) -> Outcome:
         n = self._names
+        now = time.time() if now is None else now
         run = run_id_of(finding)
         keys = [
             n.task_findings(finding.task_id),
             n.task_summary(finding.task_id),
-            n.run_tasks(run),
+            n.run_tasks(task_list_id(finding, now)),
             n.run_info(run),
             n.totals,
         ]
@@ -124,7 +125,7 @@ class FindingStore:
             finding.worker_id,
             finding.run_id or "",
             finding.task_type,
-            f"{time.time() if now is None else now:.3f}",
+            f"{now:.3f}",
             self._retention_ms,
         ]
         raw = await self._script(keys=keys, args=args)

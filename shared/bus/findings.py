@@ -7,7 +7,10 @@ posts a run calls so that completion can be told.
 * `task_summary(task_id)`: the task's winning finding (an ok one beats a failed one), its
   tokens and cost, and any duplicate work (a second finding of a finished task).
 * `run_tasks(run_id)`: task id -> status; `run_info(run_id)`: `expected`, `finished`, `ok`,
-  `failed`. A finding without a run id is grouped under `type:<task_type>`.
+  `failed`. A finding without a run id is grouped under `type:<task_type>`: its counts in
+  `run_info("type:<task_type>")`, its task list in one hash per UTC day,
+  `run_tasks("type:<task_type>@<YYYYMMDD>")`, so that a task type that never stops getting
+  tasks keeps a bounded list (each day's hash expires with the retention, as a run does).
 * `totals`: `<vendor>|<model>|<kind>` -> number, for each kind in `TOTAL_KINDS`. The
   token, cost and latency kinds add up the findings that count for their task (the first,
   and an ok one that supersedes a failed one); duplicate work is kept apart, so `cost_usd`
@@ -55,6 +58,25 @@ def type_run_id(task_type: str) -> str:
 def run_id_of(finding: Finding) -> str:
     """The run a finding counts towards: its own run id, else `type:<task_type>`."""
     return finding.run_id or type_run_id(finding.task_type)
+
+
+def _day(unix_s: float) -> str:
+    return time.strftime("%Y%m%d", time.gmtime(unix_s))
+
+
+def task_list_id(finding: Finding, now: float) -> str:
+    """Whose task list (`run_tasks`) a finding goes in: its run's, or for a task type its
+    day's (`type:<task_type>@<YYYYMMDD>`, UTC)."""
+    return finding.run_id or f"{type_run_id(finding.task_type)}@{_day(now)}"
+
+
+def _task_lists(run_id: str, now: float, retention_s: float) -> list[str]:
+    """The task lists that hold a run's tasks: one, or a task type's days within retention
+    (a day's list lasts `retention_s` after its last finding, so one day more)."""
+    if not run_id.startswith(TYPE_RUN_PREFIX) or "@" in run_id:
+        return [run_id]
+    days = int(retention_s // 86400) + 2
+    return [f"{run_id}@{_day(now - d * 86400)}" for d in range(days)]
 
 
 def totals_field(vendor: str, model: str, kind: str) -> str:
@@ -142,10 +164,22 @@ async def run_progress(redis: Redis, names: Names, run_id: str) -> RunProgress:
     return RunProgress(run_id, None if raw[0] is None else expected, finished, ok, failed)
 
 
-async def run_task_statuses(redis: Redis, names: Names, run_id: str) -> dict[str, str]:
-    """Task id -> status (`ok` or `failed`) for every finished task of the run."""
-    raw = await redis.hgetall(names.run_tasks(run_id))
-    return {streamids.text(k): streamids.text(v) for k, v in raw.items()}
+async def run_task_statuses(
+    redis: Redis,
+    names: Names,
+    run_id: str,
+    *,
+    retention_s: float = DEFAULT_RETENTION_S,
+    now: float | None = None,
+) -> dict[str, str]:
+    """Task id -> status (`ok` or `failed`) for every finished task of the run (of a task
+    type: of its days within `retention_s`)."""
+    lists = _task_lists(run_id, time.time() if now is None else now, retention_s)
+    async with redis.pipeline(transaction=False) as pipe:
+        for list_id in lists:
+            pipe.hgetall(names.run_tasks(list_id))
+        days: list[dict[bytes, bytes]] = await pipe.execute()
+    return {streamids.text(k): streamids.text(v) for raw in reversed(days) for k, v in raw.items()}
 
 
 async def wait_for_run(

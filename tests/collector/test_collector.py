@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from shared.bus.findings import (
     expect_run,
     run_progress,
     run_task_statuses,
+    task_list_id,
     task_view,
     totals_by_model,
     type_run_id,
@@ -368,7 +370,7 @@ async def test_a_tasks_and_a_runs_keys_expire_after_the_retention_but_totals_sta
         names.run_info("run-ttl"),  # the poster's hour gave way to the collector's retention
         names.task_findings("ttl-2"),
         names.task_summary("ttl-2"),
-        names.run_tasks(type_run_id("general")),
+        names.run_tasks(task_list_id(make_finding(task_id="ttl-2"), time.time())),  # today's
         names.run_info(type_run_id("general")),
     ]
     ttls = {k: await redis.pttl(k) for k in keys}
@@ -382,3 +384,26 @@ async def test_a_run_expected_before_any_finding_does_not_stay_forever(
 ) -> None:
     await expect_run(redis, names, "never-run", 3)
     assert 0 < await redis.pttl(names.run_info("never-run")) <= 7 * 86400 * 1000
+
+
+async def test_a_task_types_list_is_kept_per_day_so_an_endless_stream_of_tasks_stays_bounded(
+    redis: Redis, names: Names
+) -> None:
+    """Tasks without a run are listed under their type, one hash per UTC day: a type that
+    gets tasks all the time does not keep one hash that never expires (each write moves its
+    expiry on). Its counts stay whole; its list shows the days within retention."""
+    store = FindingStore(redis, names, retention_s=2 * 86400)
+    today = time.time()
+    for age_days in (0, 1, 2, 5):  # 5 days ago is past the 2-day retention
+        when = today - age_days * 86400
+        await store.add(make_finding(task_id=f"q-{age_days}", task_type="qa"), now=when)
+    lists = {task_list_id(make_finding(task_type="qa"), today - d * 86400) for d in (0, 1, 2, 5)}
+    assert len(lists) == 4  # four days, four hashes
+    for list_id in lists:
+        assert await redis.hlen(names.run_tasks(list_id)) == 1
+        assert 0 < await redis.pttl(names.run_tasks(list_id)) <= 2 * 86400 * 1000
+    statuses = await run_task_statuses(
+        redis, names, type_run_id("qa"), retention_s=2 * 86400, now=today
+    )
+    assert sorted(statuses) == ["q-0", "q-1", "q-2"]  # the retention's days and one more
+    assert (await run_progress(redis, names, type_run_id("qa"))).finished == 4

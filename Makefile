@@ -8,7 +8,7 @@ BENCH_VENV     ?= .venv-bench
 BENCH_ARQ_VENV ?= .venv-bench-arq
 BENCH_STAMP    := $(BENCH_VENV)/.installed-stamp
 
-.PHONY: install test e2e demo bench bench-env bench-ours bench-peers bench-report lint fmt typecheck check clean
+.PHONY: install test e2e chaos-long demo bench bench-env bench-ours bench-peers bench-report lint fmt typecheck check clean
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "swarmbus needs Python 3.11+"'
@@ -27,6 +27,9 @@ test: install  ## the whole test suite, on a real Redis (REDIS_URL, Docker, or r
 e2e: install  ## the compose stack on a real Docker engine: build, scale to 10, faults, down -v
 	@images="$$(bash deploy/tools/docker-engine.sh up $(BIN)/python)" && eval "$$images" && \
 	  $(BIN)/pytest -m e2e -s tests/e2e
+
+chaos-long: install  ## the long fault and load tests (20k tasks ...), figures printed
+	$(BIN)/pytest -m long -s tests/chaos
 
 demo: install  ## the whole swarm on this machine (simulated vendors unless keys are set)
 	$(BIN)/swarm demo

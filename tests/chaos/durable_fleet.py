@@ -1,6 +1,6 @@
-"""The fleet the Redis-outage tests run: a private redis-server that keeps every
-acknowledged write (`appendonly yes`, `appendfsync always`), a deepseek simulator, the
-dispatcher, the collector and two deepseek workers started from the CLI.
+"""The fleet the Redis-outage and load tests run: a private redis-server (by default one
+that keeps every acknowledged write: `appendonly yes`, `appendfsync always`), a deepseek
+simulator, the dispatcher, the collector and two deepseek workers started from the CLI.
 
 `restart()` brings Redis back on the same port and data dir after the test stopped it."""
 
@@ -45,12 +45,20 @@ class DurableFleet:
 
 @contextlib.asynccontextmanager
 async def durable_fleet(
-    names: Names, logs: Path, env: Mapping[str, str] | None = None
+    names: Names,
+    logs: Path,
+    env: Mapping[str, str] | None = None,
+    *,
+    config: str = DURABLE,
+    worker_env: Mapping[str, str] | None = None,
+    latency_s: float = 0.2,
 ) -> AsyncIterator[DurableFleet]:
+    """`env` goes to every process, `worker_env` to the workers (default: 32 in flight)."""
     port = free_port()
+    worker_env = worker_env or {"SWARM_MAX_IN_FLIGHT": "32"}
     with (
         tempfile.TemporaryDirectory() as workdir,
-        private_redis_server(port=port, appendonly=True, workdir=workdir, config=DURABLE) as (
+        private_redis_server(port=port, appendonly=True, workdir=workdir, config=config) as (
             url,
             server,
         ),
@@ -58,14 +66,12 @@ async def durable_fleet(
         redis = connect(url, BusSettings(connect_timeout_s=10))
         try:
             async with SwarmProcs(url, names, logs, env=dict(env or {})) as swarm:
-                await swarm.simulator(sim_config(0.2))
+                await swarm.simulator(sim_config(latency_s))
                 policy = simple_tier_policy(swarm.logs / "policy.toml", "deepseek-flash")
                 await swarm.start("dispatcher", "dispatcher", env=policy)
                 await swarm.start("collector", "collector")
                 for name in SERVICES[2:]:
-                    await swarm.start(
-                        name, "worker", "--vendor", "deepseek", env={"SWARM_MAX_IN_FLIGHT": "32"}
-                    )
+                    await swarm.start(name, "worker", "--vendor", "deepseek", env=worker_env)
                 wanted = {"dispatcher": 1, "collector": 1, "worker-deepseek": 2}
                 await swarm.wait_live(redis, names, wanted)
                 yield DurableFleet(redis, swarm, server, port, workdir)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import statistics
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,22 +23,48 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.artist import Artist
 from matplotlib.patches import Patch
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 DOC = ROOT / "docs" / "benchmarks.md"
 IMG = ROOT / "docs" / "img"
-ORDER = ("peers", "bus", "worker", "dispatcher", "vendors", "megashard", "swarm")
+ORDER = (
+    "peers",
+    "bus",
+    "worker",
+    "dispatcher",
+    "dispatcher_redis",
+    "vendors",
+    "megashard",
+    "swarm",
+    "liveness",
+    "liveness-hogs",
+    "memory",
+)
 TITLES = {
     "peers": "swarmbus against its peers",
     "bus": "Bus throughput against a per-message-ack loop",
     "worker": "One worker process against the original threads",
     "dispatcher": "Dispatcher throughput",
+    "dispatcher_redis": "Dispatcher: Redis CPU per routed task beside another namespace's keys",
     "vendors": "Vendor adapters under 1,000 concurrent requests",
     "megashard": "Mega-shard: cached context against re-sending it",
     "swarm": "The whole swarm under load",
+    "liveness": "Liveness: false deaths of live workers, loop against threaded heartbeat",
+    "liveness-hogs": "Liveness under CPU hogs: the same with processes spinning on the CPU",
+    "memory": "Memory soak: Redis used_memory under steady load with retention",
 }
+# How to make a results file that is missing (its section says so): `bench/<name>.py` unless here.
+COMMANDS = {
+    "peers": "make bench-peers",
+    "liveness-hogs": ".venv/bin/python bench/liveness.py --tasks 10000 --hogs 2",
+}
+# Issue 16's goals (bench/dispatcher_redis.py judges the first two with the same numbers).
+GOAL_REDIS_US = 50.0  # Redis CPU per routed task, µs, with and without the foreign keys
+GOAL_FOREIGN_PCT = 10.0  # ... and the foreign keys change it by at most this, ±%
+GOAL_MEMORY_GROWTH = 0.05  # used_memory "flat": the fitted rise over the last half, at most
 OURS, PEER, RAW, IDEAL = "#1f77b4", "#9aa5b1", "#2ca02c", "#d62728"
 
 
@@ -48,12 +76,17 @@ class Record:
     details: dict[str, Any] | None
     machine: dict[str, Any] | None
     run: dict[str, Any] | None
+    error: str | None = None  # the file is missing or unreadable: its section says so
 
 
 def load() -> list[Record]:
     records = []
     for path in sorted(RESULTS.glob("*.json")):
-        data = json.loads(path.read_text())
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:  # e.g. caught while its benchmark rewrites it
+            records.append(Record(path.stem, path, {}, None, None, None, f"unreadable: {exc}"))
+            continue
         if isinstance(data, dict) and "result" in data and "machine" in data:
             records.append(
                 Record(
@@ -68,6 +101,10 @@ def load() -> list[Record]:
         else:  # a bare JSON line saved by someone else: still shown, generically
             result = data if isinstance(data, dict) else {"value": data}
             records.append(Record(path.stem, path, result, None, None, None))
+    found = {r.bench for r in records}
+    for name in ORDER:
+        if name not in found:
+            records.append(Record(name, RESULTS / f"{name}.json", {}, None, None, None, "missing"))
     rank = {name: i for i, name in enumerate(ORDER)}
     return sorted(records, key=lambda r: (rank.get(r.bench, len(ORDER)), r.bench))
 
@@ -93,6 +130,11 @@ def auto(x: Any) -> str:
         return f"{x:,.0f}"
     mag = abs(x)
     return f"{x:,.1f}" if mag >= 100 else f"{x:.3g}" if mag >= 0.001 else f"{x:.2e}"
+
+
+def cells(row: dict[str, Any], *columns: tuple[str, str]) -> list[str]:
+    """A table row: each (key, format spec) of `row` through num()."""
+    return [num(row.get(key), spec) for key, spec in columns]
 
 
 def table(head: list[str], rows: Iterable[list[str]], right: Iterable[int] = ()) -> list[str]:
@@ -139,7 +181,7 @@ def hbars(
         ax.set_xlim(0, top * 1.22)
     for y, v in zip(ys, values, strict=True):
         ax.text(v * (1.08 if log else 1) + (0 if log else top * 0.01), y, fmt(v), va="center")
-    handles = [Patch(color=c, label=lb) for c, lb in (legend or ())]
+    handles: list[Artist] = [Patch(color=c, label=lb) for c, lb in (legend or ())]
     if line is not None:
         handles.append(
             ax.axvline(line[0], color=IDEAL, linestyle="--", linewidth=1.2, label=line[1])
@@ -202,6 +244,14 @@ def machine_section(records: list[Record]) -> list[str]:
 
 def anchor(bench: str) -> str:
     return f"bench-{bench}"
+
+
+def missing(r: Record) -> str:
+    where = f"`{r.path.relative_to(ROOT).as_posix()}`"
+    command = COMMANDS.get(r.bench, f".venv/bin/python bench/{r.bench}.py")
+    if r.error == "missing":
+        return f"No results: {where} is missing. `{command}` makes it."
+    return f"No results: {where} is {r.error}. `{command}` makes it again."
 
 
 def provenance(r: Record) -> str:
@@ -327,7 +377,26 @@ def render_peers(r: Record) -> list[str]:
 
 
 def goals(records: list[Record]) -> list[str]:
-    peers = next((r for r in records if r.bench == "peers"), None)
+    out = peer_goals(records)
+    by_name = {r.bench: r for r in records}
+    rows = []
+    for name, make in GOALS.items():
+        if name in by_name:
+            first, *rest = make(by_name[name])
+            rows += [[f"{first[0]} ({link(by_name[name])})", *first[1:]], *rest]
+    if rows:
+        out += ["### Issue 16: Redis CPU, liveness, memory", ""]
+        out += table(["Goal", "Target", "Measured", "Verdict"], rows)
+        out += [
+            "Each is judged on the numbers its section shows; a goal whose results file is "
+            "missing or unreadable is not measured.",
+            "",
+        ]
+    return ["## Goals", "", *out] if out else []
+
+
+def peer_goals(records: list[Record]) -> list[str]:
+    peers = next((r for r in records if r.bench == "peers" and not r.error), None)
     if peers is None:
         return []
     res = peers.result
@@ -384,7 +453,7 @@ def goals(records: list[Record]) -> list[str]:
         return []
     head = ["Goal", "Target", "Measured", "Same ratio on worker CPU per message", "Verdict"]
     return [
-        "## Goals",
+        "### Throughput against the peers",
         "",
         *table(head, rows),
         "The goals are judged on the measured msgs/s (median of the rounds). The CPU column "
@@ -539,16 +608,17 @@ def render_megashard(r: Record) -> list[str]:
     res = r.result
     cases: list[dict[str, Any]] = res.get("cases", [])
     rows = [
-        [
-            str(c.get("case")),
-            num(c.get("tokens")),
-            num(c.get("naive_p50_s"), ".3f"),
-            num(c.get("cached_p50_s"), ".3f"),
-            num(c.get("naive_usd_per_query"), ".5f"),
-            num(c.get("cached_usd_per_query_steady"), ".5f"),
-            num(c.get("steady_ratio"), ".1%"),
-            num(c.get("total_ratio"), ".1%"),
-        ]
+        cells(
+            c,
+            ("case", ""),
+            ("tokens", ",.0f"),
+            ("naive_p50_s", ".3f"),
+            ("cached_p50_s", ".3f"),
+            ("naive_usd_per_query", ".5f"),
+            ("cached_usd_per_query_steady", ".5f"),
+            ("steady_ratio", ".1%"),
+            ("total_ratio", ".1%"),
+        )
         for c in cases
     ]
     out = [
@@ -586,6 +656,375 @@ def render_megashard(r: Record) -> list[str]:
         ax.grid(axis="x", alpha=0.3)
         out += [image(save(fig, "bench-megashard.png"), "cached cost as a share of naive"), ""]
     return out
+
+
+# -- issue 16: Redis CPU of the dispatcher, liveness, memory ---------------------------------
+def verdict(ok: bool | None) -> str:
+    return "not measured" if ok is None else "met" if ok else "**missed**"
+
+
+def link(r: Record) -> str:
+    return f"[{r.bench}](#{anchor(r.bench)})"
+
+
+def not_measured(r: Record) -> str:
+    return f"no results (`{r.path.relative_to(ROOT).as_posix()}` {r.error})"
+
+
+def goal_sentences(rows: list[list[str]]) -> list[str]:
+    """A section's goals (the rows it adds to the Goals table), one bullet each."""
+    items = [f"- {g}: {target}; measured {measured}: {v}." for g, target, measured, v in rows]
+    return ["Goals of issue 16, as the [Goals](#goals) table judges them:", "", *items, ""]
+
+
+def dispatcher_redis_goals(r: Record) -> list[list[str]]:
+    res = r.result
+    keys = num(res.get("foreign_keys", 300_000))
+    targets = (
+        f"≤ {GOAL_REDIS_US:g} µs, with and without {keys} foreign keys",
+        f"within ±{GOAL_FOREIGN_PCT:g}%",
+    )
+    goals_ = (
+        "dispatcher Redis CPU per routed task",
+        f"dispatcher Redis CPU per routed task: change with {keys} keys of another namespace",
+    )
+    clean, noisy = res.get("redis_us_per_task"), res.get("redis_us_per_task_foreign")
+    effect = res.get("foreign_effect_pct")
+    if r.error or clean is None or noisy is None or effect is None:
+        return [
+            [g, t, not_measured(r) if r.error else "n/a", verdict(None)]
+            for g, t in zip(goals_, targets, strict=True)
+        ]
+    old = res.get("baseline_redis_us_per_task"), res.get("baseline_redis_us_per_task_foreign")
+    was = f" (the old code: {num(old[0])} → {num(old[1])} µs)" if None not in old else ""
+    return [
+        [
+            goals_[0],
+            targets[0],
+            f"{num(clean, ',.1f')} µs, and {num(noisy, ',.1f')} µs with them",
+            verdict(max(clean, noisy) <= GOAL_REDIS_US),
+        ],
+        [goals_[1], targets[1], f"{effect:+.1f}%{was}", verdict(abs(effect) <= GOAL_FOREIGN_PCT)],
+    ]
+
+
+def render_dispatcher_redis(r: Record) -> list[str]:
+    res = r.result
+    runs: list[dict[str, Any]] = (r.details or {}).get("runs") or []
+    out = [
+        f"{num(res.get('tasks'))} flat-field tasks pre-filled on a fresh namespace's intake, "
+        "routed by one dispatcher in-process (default settings: 256 deliveries at once, fleet "
+        "refreshed every 1 s) until its intake group has nothing pending, on a private "
+        "redis-server whose `INFO cpu` counts only this benchmark's work; then the same "
+        f"after {num(res.get('foreign_keys'))} small keys of another namespace are added to "
+        "that Redis. *now* is the code of the run's commit (fleet view refreshed single-flight, "
+        "cooldowns read from their index); "
+        + (
+            "*baseline* is the code issue 16 measured, kept callable in the benchmark (every "
+            "handler that finds the view stale refreshes it, and each refresh SCANs the whole "
+            f"keyspace for cooldown keys), given {num(res.get('baseline_tasks'))} tasks because "
+            "it is slow with the foreign keys: per-task figures compare. "
+            if "baseline_tasks" in res
+            else "this run had no baseline (`--no-baseline`). "
+        )
+        + "Redis CPU is the `used_cpu_sys + used_cpu_user` delta over the drain; SCANs and "
+        "EVALSHAs are the calls Redis served (`INFO commandstats`).",
+        "",
+    ]
+    if runs:
+        rows = [
+            cells(
+                x,
+                ("mode", ""),
+                ("foreign_keys", ",.0f"),
+                ("tasks", ",.0f"),
+                ("seconds", ",.2f"),
+                ("routed_per_s", ",.1f"),
+                ("redis_cpu_s", ",.3f"),
+                ("redis_cpu_us_per_task", ",.1f"),
+                ("scans", ",.0f"),
+                ("evalshas", ",.0f"),
+            )
+            for x in sorted(runs, key=lambda x: (x.get("foreign_keys", 0), x.get("mode") != "now"))
+        ]
+        head = ["Code", "foreign keys", "tasks", "seconds", "tasks/s", "Redis CPU s"]
+        head += ["Redis CPU µs/task", "SCANs", "EVALSHAs"]
+        out += table(head, rows, right=range(1, 9))
+        if len(runs) > len({(x.get("mode"), x.get("foreign_keys")) for x in runs}):
+            out += ["The goals judge the median of the runs of each code and keyspace.", ""]
+    else:
+        out += ["The results file holds no per-run figures; its medians:", ""]
+        out += table(
+            ["Measure", "value"],
+            [[f"`{k}`", auto(v)] for k, v in res.items() if k != "bench"],
+            right=(1,),
+        )
+    out += goal_sentences(dispatcher_redis_goals(r))
+    bars = [
+        (f"now, {num(res.get('foreign_keys'))} foreign keys", "redis_us_per_task_foreign", OURS),
+        ("now, no foreign keys", "redis_us_per_task", OURS),
+        (
+            f"baseline, {num(res.get('foreign_keys'))} foreign keys",
+            "baseline_redis_us_per_task_foreign",
+            PEER,
+        ),
+        ("baseline, no foreign keys", "baseline_redis_us_per_task", PEER),
+    ]
+    shown = [(label, float(res[key]), color) for label, key, color in bars if res.get(key)]
+    if shown:
+        name = hbars(
+            "bench-dispatcher_redis.png",
+            [label for label, _v, _c in shown],
+            [v for _l, v, _c in shown],
+            xlabel="Redis CPU per routed task, µs (log scale)",
+            title="dispatcher: Redis CPU per routed task",
+            colors=[c for _l, _v, c in shown],
+            log=True,
+            fmt=lambda v: f"{v:,.1f} µs" if v < 100 else f"{v:,.0f} µs",
+            line=(GOAL_REDIS_US, f"goal ≤ {GOAL_REDIS_US:g} µs"),
+            legend=[(OURS, "now"), (PEER, "baseline (issue 16)")],
+        )
+        out += [image(name, "Redis CPU per routed task, now and baseline"), ""]
+    return out
+
+
+LIVENESS_ROWS = (
+    ("false_deaths", "false deaths (a live worker's entries taken over: `consumer.dead`)"),
+    ("entries_reclaimed", "entries reclaimed from live workers"),
+    ("duplicate_vendor_calls", "vendor calls beyond one per task (paid twice)"),
+    ("member_lapses", "member lapses (a live worker missing from the fleet)"),
+    ("min_ttl_left_ms", "least member TTL left, ms (the heartbeat's margin)"),
+    ("heartbeats_withheld", "heartbeats withheld"),
+    ("drain_s", "seconds to finish every task"),
+)
+
+
+def liveness_goals(r: Record) -> list[list[str]]:
+    res = r.result
+    goal = "false deaths of live workers, threaded heartbeat"
+    deaths = res.get("after_false_deaths")
+    if r.error or deaths is None:
+        return [[goal, "0", not_measured(r) if r.error else "n/a", verdict(None)]]
+    measured = (
+        f"{num(deaths)} in {num(res.get('tasks'))} tasks, {num(res.get('workers'))} workers, "
+        f"{num(res.get('hogs'))} CPU hogs on {num(res.get('cpus'))} CPUs "
+        f"(loop heartbeat: {num(res.get('before_false_deaths'))})"
+    )
+    return [[goal, "0", measured, verdict(deaths == 0)]]
+
+
+def render_liveness(r: Record) -> list[str]:
+    res, det = r.result, r.details or {}
+    latency = det.get("latency_s")
+    out = [
+        f"The whole swarm (dispatcher, collector, {num(res.get('workers'))} workers, the vendor "
+        f"simulated at {num(latency * 1000 if latency is not None else None, 'g')} ms a call), "
+        "each service its own process with the shipped bus defaults, on a private "
+        f"redis-server; {num(res.get('tasks'))} tasks posted at once, "
+        f"{num(res.get('hogs'))} extra processes spinning on the CPU, "
+        f"{num(res.get('cpus'))} CPUs. No process is stopped, so every takeover of a worker's "
+        "entries by a peer is a false death, and every vendor call beyond one per task is "
+        "paid twice. A probe reads each worker's member key every 0.1 s: a lapse is a moment "
+        "a live worker was absent from the fleet; the least TTL left is the heartbeat's "
+        f"margin. *before* is `{short(det.get('before'))}` (the beats on the event loop), "
+        f"*after* `{short(det.get('after'))}` (the commit that moved them to a thread), each "
+        "run from a clean export of its commit in the same run.",
+        "",
+    ]
+    rows = [
+        [label, auto(res.get(f"before_{key}")), auto(res.get(f"after_{key}"))]
+        for key, label in LIVENESS_ROWS
+    ]
+    out += table(["Measure", "before (loop)", "after (thread)"], rows, right=(1, 2))
+    if res.get("before_false_deaths") == 0 and res.get("after_false_deaths") == 0:
+        out += [
+            "Neither variant had a false death in this run: what the thread changed is the "
+            f"margin, {num(res.get('before_member_lapses'))} lapses and a least TTL left of "
+            f"{num(res.get('before_min_ttl_left_ms'))} ms before against "
+            f"{num(res.get('after_member_lapses'))} and "
+            f"{num(res.get('after_min_ttl_left_ms'))} ms after.",
+            "",
+        ]
+    return out + goal_sentences(liveness_goals(r))
+
+
+def short(ref: Any) -> str:
+    """A commit as `git log --oneline` shows it, keeping a trailing ^ or ~n."""
+    text = str(ref) if ref else "n/a"
+    full = re.fullmatch(r"([0-9a-f]{40})(.*)", text)
+    return full[1][:7] + full[2] if full else text
+
+
+def last_half(phase: dict[str, Any], seconds: float) -> list[dict[str, Any]]:
+    """The samples bench/memory.py takes its own last-half figures from."""
+    return [x for x in phase.get("samples") or [] if x["t"] >= seconds / 2]
+
+
+def backlog_grew(phase: dict[str, Any], seconds: float) -> str | None:
+    """ "a → b" when the backlog grew over the last half: the swarm fell behind its intake."""
+    half = last_half(phase, seconds)
+    if not half or half[-1]["backlog"] <= half[0]["backlog"]:
+        return None
+    return f"{num(half[0]['backlog'])} → {num(half[-1]['backlog'])}"
+
+
+def memory_fit(phase: dict[str, Any], seconds: float) -> tuple[float, float, float, float] | None:
+    """The least-squares line through used_memory over the last half of a phase (the
+    samples bench/memory.py takes its own last-half figures from): its start and end time,
+    its MB at both."""
+    half = last_half(phase, seconds)
+    if len(half) < 2:
+        return None
+    ts, used = [float(x["t"]) for x in half], [float(x["used"]) / 1e6 for x in half]
+    slope, icpt = statistics.linear_regression(ts, used)
+    return ts[0], ts[-1], icpt + slope * ts[0], icpt + slope * ts[-1]
+
+
+def growth(fit: tuple[float, float, float, float] | None) -> float | None:
+    return None if fit is None or fit[2] <= 0 else fit[3] / fit[2] - 1
+
+
+def memory_goals(r: Record) -> list[list[str]]:
+    res, phases = r.result, r.details or {}
+    goal = "Redis used_memory flat once retention is reached"
+    target = f"the last half's fitted line rises ≤ {GOAL_MEMORY_GROWTH:.0%}"
+    seconds, retention = res.get("seconds"), res.get("retention_s")
+    bounded, baseline = phases.get("bounded"), phases.get("baseline")
+    if r.error or not seconds or retention is None or not bounded:
+        return [[goal, target, not_measured(r) if r.error else "n/a", verdict(None)]]
+    if seconds / 2 < retention:
+        measured = (
+            f"not judged: the last half starts at {seconds / 2:g} s, "
+            f"before the {retention:g} s retention"
+        )
+        return [[goal, target, measured, verdict(None)]]
+    rise = growth(memory_fit(bounded, seconds))
+    was = growth(memory_fit(baseline, seconds)) if baseline else None
+    measured = f"{num(rise, '+.1%')} with {retention:g} s retention"
+    if was is not None:
+        measured += f" (default retention: {was:+.1%})"
+    if grew := backlog_grew(bounded, seconds):
+        measured += f"; the swarm fell behind (backlog {grew} over the half)"
+    return [[goal, target, measured, verdict(None if rise is None else rise <= GOAL_MEMORY_GROWTH)]]
+
+
+def render_memory(r: Record) -> list[str]:
+    res, phases = r.result, r.details or {}
+    seconds = float(res.get("seconds") or 0)
+    labels = [k for k in ("baseline", "bounded") if isinstance(phases.get(k), dict)]
+    out = [
+        "The whole swarm (intake → dispatcher → one worker → collector, each its own process, "
+        "the vendor simulated) on a private redis-server, tasks posted open-loop at "
+        f"{num(res.get('rate'), 'g')} a second for {num(res.get('seconds'), 'g')} s per phase, "
+        "a run id per 10 s; `INFO memory used_memory` sampled every 5 s with the backlog (tasks "
+        "in the intake and the worker's queue not yet through: a backlog holds memory no "
+        "retention frees). Two phases, each on a fresh Redis: *baseline*, the default "
+        "retention (handled stream entries 1 h, per-task keys 7 days); *bounded*, "
+        f"{num(res.get('retention_s'), 'g')} s for handled stream entries, findings, "
+        "done-markers and task records.",
+        "",
+    ]
+    if not labels:
+        return [*out, "The results file holds no per-phase figures.", ""]
+
+    def half_backlog(phase: dict[str, Any]) -> str:
+        half = last_half(phase, seconds)
+        return f"{num(half[0]['backlog'])} → {num(half[-1]['backlog'])}" if half else "n/a"
+
+    def rise(phase: dict[str, Any]) -> str:
+        fit = memory_fit(phase, seconds)
+        if fit is None:
+            return "n/a"
+        return f"{num(growth(fit), '+.1%')} ({fit[2]:.2f} → {fit[3]:.2f} MB)"
+
+    measures: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
+        ("tasks posted", lambda p: num(p.get("posted"))),
+        ("findings collected by the end", lambda p: num(p.get("findings_collected"))),
+        ("intake not yet routed at the end", lambda p: num(p.get("intake_not_yet_routed"))),
+        ("backlog over the last half", half_backlog),
+        ("most backlog", lambda p: num(p.get("max_backlog"))),
+        ("used_memory before posting, MB", lambda p: num(p.get("base_mb"), ".2f")),
+        ("used_memory at its peak, MB", lambda p: num(p.get("peak_mb"), ".2f")),
+        ("used_memory at the end, MB", lambda p: num(p.get("end_mb"), ".2f")),
+        (
+            "last half, first to last sample: MB per minute",
+            lambda p: num(p.get("last_half_mb_per_min"), "+.3f"),
+        ),
+        (
+            "last half, first to last sample: bytes per task posted",
+            lambda p: num(p.get("last_half_bytes_per_task"), "+,.0f"),
+        ),
+        ("last half, fitted line: rise", rise),
+    ]
+    out += table(
+        ["Measure", *labels],
+        [[m, *(f(phases[k]) for k in labels)] for m, f in measures],
+        right=range(1, len(labels) + 1),
+    )
+    out += [
+        f"*Flat*, the rule this page judges by: the least-squares line through the used_memory "
+        f"samples of the last half of the phase (from {seconds / 2:g} s; the bounded "
+        f"retention is {num(res.get('retention_s'), 'g')} s) rises by at most "
+        f"{GOAL_MEMORY_GROWTH:.0%} of its value at the half's start; a fall counts as flat. "
+        "A line rather than the first and last samples, which jump by megabytes as trims and "
+        "expiries land.",
+        "",
+        *goal_sentences(memory_goals(r)),
+    ]
+    for k in labels:
+        if grew := backlog_grew(phases[k], seconds):
+            out += [
+                f"In the {k} phase the backlog grew over the last half "
+                f"({grew}) and {num(phases[k].get('findings_collected'))} "
+                f"of {num(phases[k].get('posted'))} findings were collected by the end: the "
+                f"swarm did not keep up with {num(res.get('rate'), 'g')} tasks a second on "
+                "this machine (its load average is in [Machines and dates]"
+                "(#machines-and-dates)), so the curve is that of a swarm behind its intake.",
+                "",
+            ]
+    out += [image(memory_plot(res, phases, labels), "Redis used_memory over the soak"), ""]
+    return out
+
+
+def memory_plot(res: dict[str, Any], phases: dict[str, Any], labels: list[str]) -> str:
+    seconds = float(res.get("seconds") or 0)
+    fig, (top, low) = plt.subplots(
+        2, 1, figsize=(8, 5.2), sharex=True, gridspec_kw={"height_ratios": (3, 1)}
+    )
+    colors = {"baseline": PEER, "bounded": OURS}
+    for k in labels:
+        samples = phases[k].get("samples") or []
+        ts = [float(x["t"]) for x in samples]
+        top.plot(ts, [x["used"] / 1e6 for x in samples], marker=".", color=colors[k], label=k)
+        low.plot(ts, [x["backlog"] for x in samples], color=colors[k], label=k)
+        fit = memory_fit(phases[k], seconds)
+        if fit is not None:
+            top.plot(fit[:2], fit[2:], color=colors[k], linestyle="--", linewidth=1)
+    if res.get("retention_s") is not None:
+        for ax in (top, low):
+            ax.axvline(float(res["retention_s"]), color=IDEAL, linestyle=":", linewidth=1.2)
+        top.text(
+            float(res["retention_s"]),
+            0,
+            f" retention {res['retention_s']:g} s (bounded)",
+            color=IDEAL,
+            fontsize="small",
+            va="bottom",
+            transform=top.get_xaxis_transform(),
+        )
+    for ax in (top, low):
+        ax.axvspan(seconds / 2, seconds, color="#f0f0f0", zorder=0)
+        ax.grid(alpha=0.3)
+    top.set_ylim(bottom=0)
+    top.set_ylabel("used_memory, MB")
+    top.set_title(
+        f"{num(res.get('rate'), 'g')} tasks/s for {num(res.get('seconds'), 'g')} s; "
+        "shaded: the last half, judged by its fitted line (dashed)"
+    )
+    top.legend(loc="upper left")
+    low.set_ylabel("backlog, tasks")
+    low.set_xlabel("seconds since posting began")
+    return save(fig, "bench-memory.png")
 
 
 # -- anything else ---------------------------------------------------------------------------
@@ -670,6 +1109,16 @@ RENDERERS: dict[str, Callable[[Record], list[str]]] = {
     "dispatcher": render_dispatcher,
     "vendors": render_vendors,
     "megashard": render_megashard,
+    "dispatcher_redis": render_dispatcher_redis,
+    "liveness": render_liveness,
+    "liveness-hogs": render_liveness,
+    "memory": render_memory,
+}
+GOALS: dict[str, Callable[[Record], list[list[str]]]] = {
+    "dispatcher_redis": dispatcher_redis_goals,
+    "liveness": liveness_goals,
+    "liveness-hogs": liveness_goals,
+    "memory": memory_goals,
 }
 
 
@@ -688,7 +1137,7 @@ def main() -> None:
         "`make bench-report` regenerates it from the saved results alone.",
         "",
     ]
-    if not records:
+    if all(r.error for r in records):
         out += ["No results yet: run `make bench`.", ""]
     out += goals(records)
     out += machine_section(records)
@@ -699,6 +1148,9 @@ def main() -> None:
             f"## {TITLES.get(r.bench, r.bench)} (`{r.bench}`)",
             "",
         ]
+        if r.error:
+            out += [missing(r), ""]
+            continue
         out += RENDERERS.get(r.bench, render_generic)(r)
         out += [provenance(r), ""]
     DOC.parent.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,10 @@ pytestmark = pytest.mark.chaos
 # neighbour's keys can be made in a second.
 EVERYSEC = "appendfsync everysec\nenable-debug-command yes\n"
 WORKERS = {"SWARM_MAX_IN_FLIGHT": "128"}
+
+
+def _fleet(names: Names, logs: Path) -> AbstractAsyncContextManager[DurableFleet]:
+    return durable_fleet(names, logs, DEFAULT_LIVENESS, config=EVERYSEC, worker_env=WORKERS)
 
 
 @dataclass
@@ -99,9 +104,7 @@ async def _drain(fleet: DurableFleet, names: Names, n: int, timeout_s: float) ->
 async def test_twenty_thousand_tasks_with_two_workers_no_live_worker_taken_for_dead(
     names: Names, chaos_logs: Path
 ) -> None:
-    async with durable_fleet(
-        names, chaos_logs, DEFAULT_LIVENESS, config=EVERYSEC, worker_env=WORKERS
-    ) as fleet:
+    async with _fleet(names, chaos_logs) as fleet:
         drained = await _drain(fleet, names, 20_000, timeout_s=600)
     print(drained.line("20k load, 2 workers"))
     assert drained.takeovers == 0  # no live worker was judged dead...
@@ -111,9 +114,7 @@ async def test_twenty_thousand_tasks_with_two_workers_no_live_worker_taken_for_d
 async def test_a_noisy_neighbours_300k_keys_do_not_slow_the_fleet_nor_make_it_scan(
     names: Names, chaos_logs: Path
 ) -> None:
-    async with durable_fleet(
-        names, chaos_logs, DEFAULT_LIVENESS, config=EVERYSEC, worker_env=WORKERS
-    ) as fleet:
+    async with _fleet(names, chaos_logs) as fleet:
         alone = await _drain(fleet, names, 3_000, timeout_s=120)
         await fleet.redis.execute_command(  # type: ignore[no-untyped-call]
             "DEBUG", "POPULATE", 300_000, "neighbour"

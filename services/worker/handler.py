@@ -205,6 +205,7 @@ class Worker:
             attempt=attempt,
             task_type=task.task_type,
             run_id=task.run_id,
+            intake_id=task.intake_id,
         )
 
     def _fall_back(
@@ -241,6 +242,7 @@ class Worker:
             attempt=attempts,
             task_type=task.task_type,
             run_id=task.run_id,
+            intake_id=task.intake_id,
             latency_ms=(time.monotonic() - started) * 1000,
         )
         return GiveUp(failed, why)

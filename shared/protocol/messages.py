@@ -146,6 +146,8 @@ class Task(Message):
     vendor: Name | None = None
     model: Identifier | None = None
     route_model: Identifier | None = None  # set by the dispatcher; not a pin
+    # Set by the dispatcher: the intake entry the task came in as (its first, if rerouted).
+    intake_id: Identifier | None = None
     budget_usd: Annotated[float, Field(gt=0)] | None = None
     max_output_tokens: Annotated[int, Field(gt=0, le=1_000_000)] | None = None
     run_id: Identifier | None = None
@@ -179,6 +181,7 @@ class Finding(Message):
     attempt: Annotated[int, Field(ge=1)] = 1
     task_type: Name = "general"
     run_id: Identifier | None = None
+    intake_id: Identifier | None = None  # the task's intake entry id, when the task had one
     timestamp: Timestamp = Field(default_factory=_now)
 
     @field_validator("error")

@@ -83,7 +83,8 @@ class Metrics:
             ),
             deliveries=Counter(
                 "swarm_deliveries_total",
-                "Deliveries finished, by outcome (acked, dead_lettered, failed, abandoned).",
+                "Deliveries finished, by outcome (acked, dead_lettered, failed, abandoned, "
+                "fenced_off: its effects were already written by a peer, so dropped).",
                 ["stream", "group", "outcome"],
                 registry=reg,
             ),

@@ -1,21 +1,27 @@
 """Redis CPU per routed task, and routing throughput, of the dispatcher with and without
 300,000 keys of another namespace on the same Redis: its fleet view refreshed
-single-flight, cooldowns read from their index (now), against the baseline of issue 16
-(every handler that finds the view stale refreshes it, and each refresh SCANs the whole
-keyspace for cooldown keys), in the same run.
+single-flight, cooldowns read from their index, task-id claims batched (now), against
+the baseline of issue 16 (every handler that finds the view stale refreshes it, each
+refresh SCANs the whole keyspace for cooldown keys, and each task's claim is a script in
+its own round trip), in the same run.
 
 A private redis-server (its own process: INFO cpu counts only this benchmark's work). Each
 run: N flat-field tasks pre-filled on a fresh namespace's intake, a live worker registered
 for every vendor, then the dispatcher in-process (default settings: 256 deliveries at
 once, fleet refreshed every 1 s) until its intake group has nothing pending and no lag.
 Measured over that window: routed tasks/s, Redis CPU (`used_cpu_sys + used_cpu_user`
-deltas) per task, and the SCAN and EVALSHA calls Redis served (INFO commandstats deltas).
+deltas) per task, the commands Redis served (INFO commandstats deltas: SCANs, EVALSHAs,
+all commands per task, and calls and µs per task of each command) and the requests it
+read (INFO stats `total_reads_processed`: round trips, a pipeline being one or a few).
 
 The baseline is the old code kept callable here: `ScanCooldowns.cooling` is the SCAN
 listing shared/bus/cooldown.py had, `HerdFleetView.get` the refresh without single-flight
-services/dispatcher/fleet.py had; both are swapped into services.dispatcher.service for
-the baseline runs only. The baseline gets fewer tasks (it is slow with the foreign keys:
-3,000 took 237 s in the issue's probe); per-task figures compare.
+services/dispatcher/fleet.py had, `ScriptClaims` the task-id claim it had (a script per
+task in its own round trip, where the claims are now batched plain commands) and
+`TtlIntake` its record write (HSET and PEXPIRE: the claim now sets the TTL); all are
+swapped into services.dispatcher.service for the baseline runs only. The baseline gets
+fewer tasks (it is slow with the foreign keys: 3,000 took 237 s in the issue's probe);
+per-task figures compare.
 
     python bench/dispatcher_redis.py [--tasks 20000] [--baseline-tasks 2000]
         [--foreign-keys 300000] [--repeat 1] [--no-baseline]
@@ -33,18 +39,21 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 from unittest import mock
 
 from benchlib import emit
 from dispatcher import cleanup, drain_seconds, fill, make_tasks
 from redis import Redis as SyncRedis
+from redis.asyncio import Redis
 
 import services.dispatcher.service as dispatcher_service
 from services.cli.redis_finder import private_redis_server
 from services.dispatcher.fleet import FleetView
 from services.dispatcher.router import Fleet
+from services.dispatcher.service import Intake
+from shared.bus import Delivery, Effect, SetFields
 from shared.bus.cooldown import Cooldowns, _seconds
 from shared.protocol import KNOWN_VENDORS, Names
 from shared.runtime.logging import configure_logging
@@ -99,11 +108,50 @@ class HerdFleetView(FleetView):
         return self._fleet
 
 
+class ScriptClaims:
+    """The task-id claim as a script per task, each in its own round trip (before the
+    claims were batched plain commands)."""
+
+    _LUA = """
+    local owner = redis.call('HGET', KEYS[1], ARGV[1])
+    if not owner then
+      redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+      redis.call('PEXPIRE', KEYS[1], ARGV[3])
+      return 1
+    end
+    return owner == ARGV[2] and 1 or 0
+    """
+
+    def __init__(self, redis: Redis, ttl_s: float) -> None:
+        self._script = redis.register_script(self._LUA)
+        self._ttl_ms = int(ttl_s * 1000)
+
+    async def claim(self, key: str, field: str, entry_id: str) -> bool:
+        won = await self._script(keys=[key], args=[field, entry_id, self._ttl_ms])
+        return bool(won)
+
+    async def close(self) -> None:
+        return None
+
+
+class TtlIntake(Intake):
+    """The record written with its TTL (HSET and PEXPIRE), as before the claim set it."""
+
+    async def handle(self, delivery: Delivery) -> list[Effect]:
+        ttl = self.settings.record_ttl_s
+        return [
+            replace(e, ttl_s=ttl) if isinstance(e, SetFields) and not e.ttl_s else e
+            for e in await super().handle(delivery)
+        ]
+
+
 @contextmanager
 def baseline() -> Iterator[None]:
     with (
         mock.patch.object(dispatcher_service, "FleetView", HerdFleetView),
         mock.patch.object(dispatcher_service, "Cooldowns", ScanCooldowns),
+        mock.patch.object(dispatcher_service, "TaskClaims", ScriptClaims),
+        mock.patch.object(dispatcher_service, "Intake", TtlIntake),
     ):
         yield
 
@@ -120,7 +168,11 @@ class Run:
     redis_cpu_us_per_task: float
     scans: int
     evalshas: int
+    commands_per_task: float
+    reads_per_task: float  # requests Redis read: round trips (a pipeline is one or a few)
     dbsize: int
+    # command -> (calls, µs) Redis served during the drain (INFO commandstats deltas)
+    commands: dict[str, tuple[int, int]]
 
 
 def redis_cpu_s(redis: SyncRedis) -> float:
@@ -128,10 +180,26 @@ def redis_cpu_s(redis: SyncRedis) -> float:
     return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
 
 
-def calls(redis: SyncRedis, command: str) -> int:
+def command_stats(redis: SyncRedis) -> dict[str, tuple[int, int]]:
+    """command -> (calls, µs) since the server started (INFO commandstats)."""
     info: Any = redis.info("commandstats")
-    row = info.get(f"cmdstat_{command}")
-    return int(row["calls"]) if row else 0
+    return {k.removeprefix("cmdstat_"): (int(v["calls"]), int(v["usec"])) for k, v in info.items()}
+
+
+def reads(redis: SyncRedis) -> int:
+    info: Any = redis.info("stats")
+    return int(info["total_reads_processed"])
+
+
+def delta(
+    after: dict[str, tuple[int, int]], before: dict[str, tuple[int, int]]
+) -> dict[str, tuple[int, int]]:
+    out = {}
+    for command, (n, us) in after.items():
+        n0, us0 = before.get(command, (0, 0))
+        if n > n0:
+            out[command] = (n - n0, us - us0)
+    return dict(sorted(out.items(), key=lambda kv: -kv[1][1]))
 
 
 async def dispatch(url: str, names: Names) -> float:
@@ -143,14 +211,16 @@ def run_once(url: str, redis: SyncRedis, mode: str, n: int, foreign_keys: int) -
     names = Names(f"bench-dr-{uuid.uuid4().hex[:8]}")
     os.environ["SWARM_NAMESPACE"] = names.namespace
     fill(redis, names.intake, make_tasks(n))
-    cpu0, scans0, evals0 = redis_cpu_s(redis), calls(redis, "scan"), calls(redis, "evalsha")
+    cpu0, stats0, reads0 = redis_cpu_s(redis), command_stats(redis), reads(redis)
     if mode == "baseline":
         with baseline():
             seconds = asyncio.run(dispatch(url, names))
     else:
         seconds = asyncio.run(dispatch(url, names))
     cpu = redis_cpu_s(redis) - cpu0
-    scans, evals = calls(redis, "scan") - scans0, calls(redis, "evalsha") - evals0
+    reads_n = reads(redis) - reads0
+    # These INFO calls count too (a few, against thousands of tasks).
+    commands = delta(command_stats(redis), stats0)
     routed = sum(int(redis.xlen(names.vendor_tasks(v))) for v in KNOWN_VENDORS)
     dbsize = int(redis.dbsize())
     cleanup(redis, names.namespace)
@@ -163,9 +233,12 @@ def run_once(url: str, redis: SyncRedis, mode: str, n: int, foreign_keys: int) -
         routed_per_s=round(n / seconds, 1),
         redis_cpu_s=round(cpu, 3),
         redis_cpu_us_per_task=round(cpu / n * 1e6, 1),
-        scans=scans,
-        evalshas=evals,
+        scans=commands.get("scan", (0, 0))[0],
+        evalshas=commands.get("evalsha", (0, 0))[0],
+        commands_per_task=round(sum(c for c, _us in commands.values()) / n, 2),
+        reads_per_task=round(reads_n / n, 3),
         dbsize=dbsize,
+        commands=commands,
     )
 
 
@@ -207,7 +280,7 @@ def main() -> None:
                     for mode in modes:
                         n = args.tasks if mode == "now" else args.baseline_tasks
                         run = run_once(url, redis, mode, n, foreign)
-                        print(json.dumps(asdict(run)), flush=True)
+                        print(json.dumps({**asdict(run), "commands": "..."}), flush=True)
                         runs.append(run)
         finally:
             redis.close()
@@ -223,7 +296,7 @@ def report(args: argparse.Namespace, modes: list[str], runs: list[Run], url: str
         f"{platform.python_version()}, {os.cpu_count()} cores, median of {args.repeat}"
     )
     head = f"{'mode':<10}{'foreign keys':>14}{'tasks':>9}{'tasks/s':>10}{'Redis µs/task':>15}"
-    print(head + f"{'SCANs':>10}{'EVALSHAs':>10}")
+    print(head + f"{'SCANs':>10}{'EVALSHAs':>10}{'cmds/task':>11}{'reads/task':>12}")
     for foreign in (0, args.foreign_keys):
         for mode in modes:
             n = args.tasks if mode == "now" else args.baseline_tasks
@@ -234,7 +307,10 @@ def report(args: argparse.Namespace, modes: list[str], runs: list[Run], url: str
                 f"{median(runs, mode, foreign, 'routed_per_s'):>10,.0f}"
                 f"{median(runs, mode, foreign, 'redis_cpu_us_per_task'):>15,.1f}"
                 f"{scans:>10,.0f}{evals:>10,.0f}"
+                f"{median(runs, mode, foreign, 'commands_per_task'):>11,.2f}"
+                f"{median(runs, mode, foreign, 'reads_per_task'):>12,.3f}"
             )
+    print_commands(runs)
     now_clean = median(runs, "now", 0, "redis_cpu_us_per_task")
     now_noisy = median(runs, "now", args.foreign_keys, "redis_cpu_us_per_task")
     effect = now_noisy / now_clean - 1
@@ -254,6 +330,8 @@ def report(args: argparse.Namespace, modes: list[str], runs: list[Run], url: str
         "routed_per_s": round(median(runs, "now", 0, "routed_per_s")),
         "routed_per_s_foreign": round(median(runs, "now", args.foreign_keys, "routed_per_s")),
         "scans": int(median(runs, "now", args.foreign_keys, "scans")),
+        "commands_per_task": median(runs, "now", 0, "commands_per_task"),
+        "reads_per_task": median(runs, "now", 0, "reads_per_task"),
     }
     if not args.no_baseline:
         result.update(
@@ -267,8 +345,19 @@ def report(args: argparse.Namespace, modes: list[str], runs: list[Run], url: str
                 median(runs, "baseline", args.foreign_keys, "routed_per_s")
             ),
             baseline_scans_foreign=int(median(runs, "baseline", args.foreign_keys, "scans")),
+            baseline_commands_per_task=median(runs, "baseline", 0, "commands_per_task"),
+            baseline_reads_per_task=median(runs, "baseline", 0, "reads_per_task"),
         )
     emit(result, details={"runs": [asdict(r) for r in runs]}, redis_url=url)
+
+
+def print_commands(runs: list[Run], top: int = 8) -> None:
+    """Per run, the commands that cost Redis most: calls and µs per routed task."""
+    for r in runs:
+        print(f"\n{r.mode}, {r.foreign_keys:,} foreign keys: commands per routed task")
+        print(f"{'command':<20}{'calls/task':>12}{'µs/task':>10}{'µs/call':>10}")
+        for command, (n, us) in list(r.commands.items())[:top]:
+            print(f"{command:<20}{n / r.tasks:>12.3f}{us / r.tasks:>10.2f}{us / n:>10.2f}")
 
 
 if __name__ == "__main__":

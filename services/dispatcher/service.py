@@ -11,8 +11,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
 import structlog
-from redis.asyncio import Redis
 
+from services.dispatcher.claims import TaskClaims
 from services.dispatcher.fleet import FleetView
 from services.dispatcher.policy import Policy
 from services.dispatcher.router import Decision, Fleet, route
@@ -66,6 +66,7 @@ async def run_dispatcher(
         gauges = asyncio.create_task(
             _export_fleet(fleet, ctx.metrics, stop, settings.fleet_refresh_s), name="fleet-gauges"
         )
+        claims = TaskClaims(redis, settings.record_ttl_s)
         handler = Intake(
             ctx.names,
             settings=settings,
@@ -73,13 +74,14 @@ async def run_dispatcher(
             prices=prices,
             fleet=fleet,
             metrics=ctx.metrics,
-            claim=TaskClaims(redis, settings.record_ttl_s).claim,
+            claim=claims.claim,
         ).handle
         try:
             await serve(sub, handler, stop=stop, drain_timeout_s=bus_settings.drain_timeout_s)
         finally:
             stop.set()
             await gauges
+            await claims.close()
     return 0
 
 
@@ -103,29 +105,6 @@ def rejection_label(field: str) -> str:
     top = field.split(".", 1)[0]
     known = top in Task.model_fields or top in ("", "entry", "data")
     return field if known and len(field) <= 64 else "unknown"
-
-
-class TaskClaims:
-    """`claim(record, field, entry_id)`: True if this entry owns the task id (it set the
-    field first, or set it before and is being redelivered)."""
-
-    _LUA = """
-    local owner = redis.call('HGET', KEYS[1], ARGV[1])
-    if not owner then
-      redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-      redis.call('PEXPIRE', KEYS[1], ARGV[3])
-      return 1
-    end
-    return owner == ARGV[2] and 1 or 0
-    """
-
-    def __init__(self, redis: Redis, ttl_s: float) -> None:
-        self._script = redis.register_script(self._LUA)
-        self._ttl_ms = int(ttl_s * 1000)
-
-    async def claim(self, key: str, field: str, entry_id: str) -> bool:
-        won = await self._script(keys=[key], args=[field, entry_id, self._ttl_ms])
-        return bool(won)
 
 
 class Intake:
@@ -184,7 +163,8 @@ class Intake:
         record = self._record(task, "routed", decision)
         return [
             Outgoing(self.names.vendor_tasks(chosen.vendor), encode(routed)),
-            SetFields(self.names.task(task.task_id), record, self.settings.record_ttl_s),
+            # No TTL here: the claim has just set the record's (one PEXPIRE per task).
+            SetFields(self.names.task(task.task_id), record),
         ]
 
     async def _route(self, task: Task, fleet: Fleet) -> Decision:

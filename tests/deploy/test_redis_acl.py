@@ -195,7 +195,10 @@ ALLOWED: dict[str, list[str]] = {
         f"XADD {NS}:dlq * reason bad",
         f"XTRIM {NS}:dlq MAXLEN ~ 100000",  # the records' caps, after each write
         f"XTRIM {NS}:tasks:rejected MAXLEN ~ 100000",
-        f"EVALSHA {SHA} 1 {NS}:task:t1 entry:1 1-0 1000",
+        # the task-id claim (HGET when it was taken), then the record
+        f"HSETNX {NS}:task:t1 entry:1 1-0",
+        f"PEXPIRE {NS}:task:t1 604800000",
+        f"HGET {NS}:task:t1 entry:1",
         f"HSET {NS}:task:t1 state routed",
         # cooldowns: the index script (prune, list), then a PTTL of each listed key
         f"EVALSHA {SHA} 1 {NS}:cooldowns",
@@ -275,6 +278,7 @@ DENIED: dict[str, list[str]] = {
         f"SCAN 0 MATCH {NS}:cooldown:* COUNT 500",  # cooldowns are indexed: no SCAN
         f"SET {NS}:cooldown:claude:m x",
         f"ZADD {NS}:cooldowns 1 claude:m",
+        f"EVALSHA {SHA} 1 {NS}:task:t1 entry:1 1-0 1000",  # claims are plain commands
         "FLUSHALL",
         "CONFIG SET maxmemory-policy allkeys-lru",
         "KEYS *",

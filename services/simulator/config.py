@@ -6,6 +6,9 @@ A profile is what one (vendor, model) pair behaves like: latency distribution, f
 first byte of a successful answer (on top of the latency) and by a Gemini cachedContents
 create. Tokens read from a cache (Anthropic cache reads, OpenAI `cached_tokens`, Gemini
 `cachedContentTokenCount`) are free; cache writes count, as real prefill happens. Default 0.
+`logprobs` (default true): whether the model takes a request for token logprobs (OpenAI
+`logprobs`, Gemini `responseLogprobs`); false answers such a request with the vendor's 400,
+as reasoning models and some Gemini models do (see `logprobs`).
 Lookup for each field, most specific first: the exact model name, then model-name prefixes
 (longest first, e.g. `claude-opus` before `claude`), then the vendor, then `defaults`. The
 first layer that sets a field wins; `latency` and `faults` are taken whole, not merged.
@@ -121,6 +124,7 @@ class Profile(_Frozen):
     min_cache_tokens: int = Field(default=1024, ge=0)
     timeout_hang_s: float = Field(default=600.0, ge=0)
     prefill_s_per_mtok: float = Field(default=0.0, ge=0)
+    logprobs: bool = True
 
     def prefill_s(self, uncached_tokens: int) -> float:
         """Seconds of prefill for a prompt with this many tokens not read from a cache."""
@@ -137,6 +141,7 @@ class Overrides(_Frozen):
     min_cache_tokens: int | None = Field(default=None, ge=0)
     timeout_hang_s: float | None = Field(default=None, ge=0)
     prefill_s_per_mtok: float | None = Field(default=None, ge=0)
+    logprobs: bool | None = None
 
     def merged_over(self, base: Overrides) -> Overrides:
         return base.model_copy(update=self.model_dump(exclude_none=True))

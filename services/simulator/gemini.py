@@ -7,6 +7,8 @@ and cachedContents create / get / list / patch / delete.
 `systemInstruction` / `tools` / `toolConfig` next to a cache, a minimum size, 404 once gone.
 A cache keeps its document blocks' keywords, so answers that use it can cite them; creating
 one waits the profile's prefill for its tokens, generating with one does not for those.
+`generationConfig.responseLogprobs: true` gets `avgLogprobs` and `logprobsResult` on the
+candidate (see `logprobs`), or a 400 from a model whose profile says `logprobs = false`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from services.simulator import logprobs as lp
 from services.simulator import text as answers
 from services.simulator.caching import GeminiCache
 from services.simulator.citations import Document, documents
@@ -143,6 +146,23 @@ def prompt(body: dict[str, Any]) -> tuple[list[Part], str]:
         if turn and turn[0].tag == "user":
             last_user = " ".join(p.text for p in turn)
     return parts, last_user
+
+
+def _logprobs_asked(config: Any, profile: Profile, model: str) -> bool:
+    asked = isinstance(config, dict) and config.get("responseLogprobs") is True
+    if asked and not profile.logprobs:
+        raise Refusal(error(400, f"Logprobs is not enabled for models/{_bare(model)}"))
+    return asked
+
+
+def _stream_pieces(
+    text: str, logprobs: list[lp.TokenLogprob] | None
+) -> list[tuple[str, list[lp.TokenLogprob] | None]]:
+    """A stream's chunks of text; with logprobs, whole tokens, each with its tokens'."""
+    if logprobs is None:
+        return [(piece, None) for piece in answers.pieces(text, 8) or [""]]
+    runs = lp.groups(logprobs, 8) or [[]]
+    return [("".join(t.token for t in run), run) for run in runs]
 
 
 def _bare(model: str) -> str:
@@ -278,8 +298,9 @@ class GeminiAPI:
             # The answer depends on the cached content too, not only on its name.
             parts = [part("cache", cache.content_key), *parts]
         profile = self.ctx.profile(VENDOR, model)
-        chosen = self.ctx.plan(profile, request.body)
         config = body.get("generationConfig")
+        want_logprobs = _logprobs_asked(config, profile, model)
+        chosen = self.ctx.plan(profile, request.body)
         max_tokens = config.get("maxOutputTokens") if isinstance(config, dict) else None
         if not isinstance(max_tokens, int) or isinstance(max_tokens, bool):
             max_tokens = None
@@ -301,14 +322,24 @@ class GeminiAPI:
         reply = answers.answer(model, parts, last_user, max_tokens, cited)
         finish = "MAX_TOKENS" if reply.truncated else "STOP"
         response_id = uuid.uuid4().hex[:22]
+        logprobs = (
+            lp.token_logprobs(self.ctx.config.seed, model, reply.text) if want_logprobs else None
+        )
 
-        def chunk(text: str, tokens: int, finish_reason: str | None) -> dict[str, Any]:
+        def chunk(
+            text: str,
+            tokens: int,
+            finish_reason: str | None,
+            chosen: list[lp.TokenLogprob] | None = None,
+        ) -> dict[str, Any]:
             candidate: dict[str, Any] = {
                 "content": {"role": "model", "parts": [{"text": text}]},
                 "index": 0,
             }
             if finish_reason:
                 candidate["finishReason"] = finish_reason
+            if chosen is not None:
+                candidate.update(lp.gemini_candidate_fields(chosen))
             usage: dict[str, Any] = {
                 "promptTokenCount": prompt_tokens,
                 "candidatesTokenCount": tokens,
@@ -329,14 +360,14 @@ class GeminiAPI:
         prefill = profile.prefill_s(prompt_tokens - (cached or 0))
         spread = await self.ctx.before_first_byte(chosen, sse_stream, prefill)
         if not streaming:
-            return json_response(200, chunk(reply.text, reply.tokens, finish))
-        pieces = answers.pieces(reply.text, 8) or [""]
+            return json_response(200, chunk(reply.text, reply.tokens, finish, logprobs))
+        pieces = _stream_pieces(reply.text, logprobs)
         so_far = ""
         chunks = []
-        for i, piece in enumerate(pieces):
+        for i, (piece, run) in enumerate(pieces):
             so_far += piece
             last = i == len(pieces) - 1
-            chunks.append(chunk(piece, count(so_far), finish if last else None))
+            chunks.append(chunk(piece, count(so_far), finish if last else None, run))
         if sse_stream:
             return StreamResponse(paced([(sse(c), True) for c in chunks], spread))
         return json_response(200, chunks)  # without alt=sse the API streams a JSON array

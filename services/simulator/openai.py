@@ -4,7 +4,9 @@ and the Responses API (POST /v1/responses, JSON only), which codex models requir
 `openai` and `compat` (vLLM / Ollama style) behave alike; `deepseek` adds DeepSeek's
 `usage.prompt_cache_hit_tokens` / `prompt_cache_miss_tokens`. Caching is automatic (see
 `caching.PrefixCache`) and scoped by prefix and model. Chat Completions has no
-token-count endpoint, as with the real APIs.
+token-count endpoint, as with the real APIs. `logprobs: true` gets each answer token's
+logprob in `choices[0].logprobs.content` (streamed with its chunk; see `logprobs`), or a
+400 `unsupported_parameter` from a model whose profile says `logprobs = false`.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from services.simulator import logprobs as lp
 from services.simulator import text as answers
 from services.simulator.config import Profile
 from services.simulator.context import SimContext, paced, request_id
@@ -175,6 +178,18 @@ class OpenAIAPI:
                     param="max_tokens",
                 )
             )
+        if (
+            body.get("logprobs") is True
+            and not self.ctx.profile(self.flavor, body["model"]).logprobs
+        ):
+            raise Refusal(
+                error(
+                    400,
+                    "Unsupported parameter: 'logprobs' is not supported with this model.",
+                    code="unsupported_parameter",
+                    param="logprobs",
+                )
+            )
         return await self._complete(request, body, body["model"], max_tokens)
 
     async def _complete(
@@ -228,6 +243,11 @@ class OpenAIAPI:
             usage["prompt_cache_hit_tokens"] = cached
             usage["prompt_cache_miss_tokens"] = prompt_tokens - cached
         finish = "length" if reply.truncated else "stop"
+        tokens = (
+            lp.token_logprobs(self.ctx.config.seed, model, reply.text)
+            if shape == "chat" and body.get("logprobs") is True
+            else None
+        )
         head = {
             "id": request_id("chatcmpl-"),
             "created": int(time.time()),
@@ -255,7 +275,7 @@ class OpenAIAPI:
                             "refusal": None,
                             "annotations": [],
                         },
-                        "logprobs": None,
+                        "logprobs": None if tokens is None else lp.openai_content(tokens),
                         "finish_reason": finish,
                     }
                 ],
@@ -264,7 +284,7 @@ class OpenAIAPI:
             return json_response(200, completion, headers)
         options = body.get("stream_options")
         include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
-        chunks = _chunks(head, reply.text, finish, usage if include_usage else None)
+        chunks = _chunks(head, reply.text, finish, usage if include_usage else None, tokens)
         return StreamResponse(paced(chunks, spread), headers=headers)
 
 
@@ -335,18 +355,37 @@ def _response_object(
 
 
 def _chunks(
-    head: dict[str, Any], text: str, finish: str, usage: dict[str, Any] | None
+    head: dict[str, Any],
+    text: str,
+    finish: str,
+    usage: dict[str, Any] | None,
+    tokens: list[lp.TokenLogprob] | None = None,
 ) -> list[tuple[bytes, bool]]:
     base = {**head, "object": "chat.completion.chunk"}
     if usage is not None:
         base["usage"] = None  # with include_usage, every chunk but the last says null
 
-    def choice(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
-        entry = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+    def choice(
+        delta: dict[str, Any],
+        finish_reason: str | None = None,
+        logprobs: list[lp.TokenLogprob] | None = None,
+    ) -> bytes:
+        entry = {
+            "index": 0,
+            "delta": delta,
+            "logprobs": None if logprobs is None else lp.openai_content(logprobs),
+            "finish_reason": finish_reason,
+        }
         return sse({**base, "choices": [entry]})
 
     out = [(choice({"role": "assistant", "content": "", "refusal": None}), False)]
-    out += [(choice({"content": piece}), True) for piece in answers.pieces(text, 8)]
+    if tokens is None:
+        out += [(choice({"content": piece}), True) for piece in answers.pieces(text, 8)]
+    else:  # each chunk carries its own tokens' logprobs
+        out += [
+            (choice({"content": "".join(t.token for t in run)}, None, run), True)
+            for run in lp.groups(tokens, 8)
+        ]
     out.append((choice({}, finish), False))
     if usage is not None:
         out.append((sse({**base, "choices": [], "usage": usage}), False))

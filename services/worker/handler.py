@@ -196,6 +196,7 @@ class Worker:
             summary=res.text,
             code=code,
             sources=sources,
+            confidence=res.confidence,
             input_tokens=res.usage.input_tokens,
             output_tokens=res.usage.output_tokens,
             cache_read_tokens=res.usage.cache_read_tokens,

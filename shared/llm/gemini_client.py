@@ -3,6 +3,11 @@ explicit context caches (cachedContents) for the mega-shard.
 
 The async HTTP client is pinned to httpx2: otherwise google-genai switches to aiohttp
 whenever it happens to be installed, with other exceptions and a hidden retry.
+
+With `AdapterOptions.logprobs` a request sets `responseLogprobs` and the answer's confidence
+is exp(`candidates[0].avgLogprobs`) (also read when the API sends it unasked). Models that
+refuse it ("Logprobs is not enabled for models/...", HTTP 400) are asked again at once
+without it, and never again by this client.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
+from shared.llm.confidence import LogprobsAsk, from_mean_logprob, refuses_logprobs
 from shared.llm.errors import LLMConnectionError, LLMError, LLMTimeoutError
 from shared.llm.mapping import from_status, scrub
 from shared.llm.pool import AdapterOptions, ClientPool
@@ -29,6 +35,7 @@ class GeminiClient:
         self.default_model = options.default_model
         self._timeout_s = timeout_s = options.timeout_s
         self._secrets = (endpoint.api_key,)
+        self._logprobs = LogprobsAsk(self.vendor, enabled=options.logprobs)
 
         def make(http: httpx2.AsyncClient) -> genai.Client:
             options = types.HttpOptions(
@@ -46,13 +53,14 @@ class GeminiClient:
             timeout=options.timeout,
         )
 
-    def _config(self, request: LLMRequest) -> types.GenerateContentConfig:
+    def _config(self, request: LLMRequest, logprobs: bool) -> types.GenerateContentConfig:
         return types.GenerateContentConfig(
             # A request that uses a cache may not set its own system instruction.
             system_instruction=None if request.cached_content else request.system,
             max_output_tokens=request.max_output_tokens,
             temperature=request.temperature,
             cached_content=request.cached_content,
+            response_logprobs=True if logprobs else None,
             http_options=types.HttpOptions(
                 timeout=int((request.timeout_s or self._timeout_s) * 1000)
             ),
@@ -67,12 +75,16 @@ class GeminiClient:
 
     async def complete(self, request: LLMRequest) -> LLMResponse:
         model = request.model or self.default_model
+        asked = self._logprobs.wanted(model)
         started = time.monotonic()
         try:
-            with self._pool.lease() as sdk:
-                res = await sdk.aio.models.generate_content(
-                    model=model, contents=self._contents(request), config=self._config(request)
-                )
+            try:
+                res = await self._generate(model, request, asked)
+            except genai_errors.ClientError as exc:
+                if not (asked and exc.code == 400 and refuses_logprobs(exc.message or "")):
+                    raise
+                self._logprobs.refused(model)
+                res = await self._generate(model, request, False)
         except Exception as exc:  # genai raises httpx2 errors unwrapped
             raise self._error(exc, model) from None
         meta = res.usage_metadata
@@ -96,7 +108,18 @@ class GeminiClient:
             if finish
             else None,
             request_id=res.response_id,
+            confidence=from_mean_logprob(candidate.avg_logprobs) if candidate else None,
         )
+
+    async def _generate(
+        self, model: str, request: LLMRequest, logprobs: bool
+    ) -> types.GenerateContentResponse:
+        with self._pool.lease() as sdk:
+            return await sdk.aio.models.generate_content(
+                model=model,
+                contents=self._contents(request),
+                config=self._config(request, logprobs),
+            )
 
     async def count_tokens(self, request: LLMRequest) -> TokenCount:
         model = request.model or self.default_model

@@ -6,6 +6,12 @@
   a code-generation instruction, answers carry the code;
 * `openai-compatible`: any OpenAI-compatible server (vLLM, Ollama, LM Studio, a LiteLLM
   proxy) by base URL and model name: how any other LLM joins the swarm.
+
+With `AdapterOptions.logprobs`, Chat Completions are asked for `logprobs: true` and the
+answer's confidence is exp(mean of `choices[0].logprobs.content[i].logprob`). A model that
+refuses the parameter with a 400 (OpenAI's reasoning models, deepseek-reasoner, servers
+without it) is asked again at once without it, and never again by this client: its
+answers carry no confidence. Codex (Responses API, reasoning models) is never asked.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from typing import Any
 
 import openai
 
+from shared.llm.confidence import LogprobsAsk, from_token_logprobs, refuses_logprobs
 from shared.llm.errors import LLMConnectionError, LLMError, LLMTimeoutError
 from shared.llm.mapping import from_status, scrub
 from shared.llm.pool import AdapterOptions, stainless_pool
@@ -42,6 +49,7 @@ class OpenAIChatClient:
         self.default_model = options.default_model
         self._timeout_s = options.timeout_s
         self._secrets = (endpoint.api_key,)
+        self._logprobs = LogprobsAsk(vendor, enabled=options.logprobs and vendor != "codex")
         self._pool = stainless_pool(
             openai.AsyncOpenAI, endpoint.api_key, endpoint.base_url, options
         )
@@ -66,16 +74,25 @@ class OpenAIChatClient:
         params[limit_key] = request.max_output_tokens
         if request.temperature is not None:
             params["temperature"] = request.temperature
+        asked = self._logprobs.wanted(model)
+        if asked:
+            params["logprobs"] = True
+        timeout_s = request.timeout_s or self._timeout_s
         started = time.monotonic()
         try:
-            with self._pool.lease() as sdk:
-                res = await sdk.chat.completions.create(
-                    **params, timeout=request.timeout_s or self._timeout_s
-                )
+            try:
+                res = await self._chat(params, timeout_s)
+            except openai.BadRequestError as exc:
+                if not asked or not refuses_logprobs(_message(exc), exc.param):
+                    raise
+                self._logprobs.refused(model)
+                del params["logprobs"]
+                res = await self._chat(params, timeout_s)
         except openai.OpenAIError as exc:
             raise self._error(exc, model) from None
         choice = res.choices[0] if res.choices else None
         text = (choice.message.content or "") if choice else ""
+        tokens = choice.logprobs.content if choice and choice.logprobs else None
         return LLMResponse(
             text=text,
             vendor=self.vendor,
@@ -84,7 +101,12 @@ class OpenAIChatClient:
             latency_s=time.monotonic() - started,
             finish_reason=choice.finish_reason if choice else None,
             request_id=getattr(res, "_request_id", None),
+            confidence=from_token_logprobs(t.logprob for t in tokens or ()),
         )
+
+    async def _chat(self, params: dict[str, Any], timeout_s: float) -> Any:
+        with self._pool.lease() as sdk:
+            return await sdk.chat.completions.create(**params, timeout=timeout_s)
 
     async def _respond(self, request: LLMRequest) -> LLMResponse:
         model = request.model or self.default_model
@@ -137,8 +159,7 @@ class OpenAIChatClient:
                 scrub(str(exc), self._secrets), vendor=self.vendor, model=model
             )
         if isinstance(exc, openai.APIStatusError):
-            body = exc.body if isinstance(exc.body, dict) else {}
-            message = str(body.get("message") or exc.message)
+            message = _message(exc)
             return from_status(
                 vendor=self.vendor,
                 model=model,
@@ -153,6 +174,11 @@ class OpenAIChatClient:
 
     async def aclose(self) -> None:
         await self._pool.aclose()
+
+
+def _message(exc: openai.APIStatusError) -> str:
+    body = exc.body if isinstance(exc.body, dict) else {}
+    return str(body.get("message") or exc.message)
 
 
 def _usage(u: Any) -> Usage:

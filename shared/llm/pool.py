@@ -76,6 +76,7 @@ class AdapterOptions:
     timeout_s: float
     connect_timeout_s: float = 5.0
     max_connections: int = 1000
+    logprobs: bool = False  # ask the vendor for token logprobs (the answer's confidence)
 
     @property
     def timeout(self) -> httpx2.Timeout:

@@ -40,6 +40,7 @@ def build_client(vendor: str, settings: VendorSettings, default_model: str) -> L
         timeout_s=settings.timeout_s,
         connect_timeout_s=settings.connect_timeout_s,
         max_connections=settings.max_connections,
+        logprobs=settings.wants_logprobs(vendor),
     )
     if vendor == "claude":
         from shared.llm.anthropic_client import AnthropicClient  # noqa: PLC0415

@@ -4,6 +4,11 @@
 (no real key needed). A vendor's own base URL (`ANTHROPIC_BASE_URL`, `OPENAI_BASE_URL`,
 `DEEPSEEK_BASE_URL`, `GOOGLE_GEMINI_BASE_URL`, `OPENAI_COMPATIBLE_BASE_URL`) wins over it.
 Keys are SecretStr: never printed, logged or written anywhere.
+
+`SWARM_LLM_LOGPROBS` lists the vendors asked for token logprobs (a finding's confidence),
+comma-separated, or `none`; default `openai,deepseek,openai-compatible,gemini`. Claude has
+no logprobs and codex models (reasoning models) take none, so neither is ever asked. A
+model that refuses the parameter (HTTP 400) is asked again without it, and not again.
 """
 
 from __future__ import annotations
@@ -11,10 +16,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 VENDORS = ("claude", "gemini", "openai", "deepseek", "codex", "openai-compatible")
+LOGPROBS_VENDORS = ("openai", "deepseek", "openai-compatible", "gemini")  # can be asked
 
 # Where each vendor's SDK base URL lives under the simulator.
 SIMULATOR_PREFIX = {
@@ -43,6 +49,9 @@ class VendorSettings(BaseSettings):
     )
     max_connections: int = Field(
         default=1000, ge=1, validation_alias=_env("SWARM_LLM_MAX_CONNECTIONS")
+    )
+    logprobs: str = Field(
+        default=",".join(LOGPROBS_VENDORS), validation_alias=_env("SWARM_LLM_LOGPROBS")
     )
 
     anthropic_api_key: SecretStr | None = Field(
@@ -78,6 +87,23 @@ class VendorSettings(BaseSettings):
     compat_model: str | None = Field(
         default=None, validation_alias=_env("OPENAI_COMPATIBLE_MODEL", "SWARM_COMPAT_MODEL")
     )
+
+    @field_validator("logprobs")
+    @classmethod
+    def _logprobs_vendors(cls, v: str) -> str:
+        chosen = [x.strip() for x in v.split(",") if x.strip()]
+        if chosen == ["none"]:
+            return ""
+        wrong = [x for x in chosen if x not in LOGPROBS_VENDORS]
+        if wrong:
+            raise ValueError(
+                f"SWARM_LLM_LOGPROBS: {', '.join(wrong)} cannot be asked for logprobs; "
+                f"list some of {', '.join(LOGPROBS_VENDORS)}, or none"
+            )
+        return ",".join(chosen)
+
+    def wants_logprobs(self, vendor: str) -> bool:
+        return vendor in self.logprobs.split(",")
 
     def endpoint(self, vendor: str) -> Endpoint:
         """Base URL and key for `vendor`; raises MissingCredentialsError with the fix."""

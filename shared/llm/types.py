@@ -52,6 +52,9 @@ class LLMRequest:
 
 @dataclass(frozen=True, slots=True)
 class LLMResponse:
+    """One answer. `confidence` is exp(mean token logprob) from the vendor's own logprobs
+    (see `shared.llm.confidence`), or None where the vendor gave none (Claude never does)."""
+
     text: str
     vendor: str
     model: str
@@ -60,6 +63,7 @@ class LLMResponse:
     finish_reason: str | None = None
     request_id: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    confidence: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

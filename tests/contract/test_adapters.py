@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import redirect_stdout
@@ -12,6 +13,8 @@ from contextlib import redirect_stdout
 import pytest
 import structlog
 
+from services.simulator.config import Overrides, SimulatorConfig
+from services.simulator.server import Simulator
 from shared.llm.base import LLMClient
 from shared.llm.errors import (
     ContextTooLongError,
@@ -26,6 +29,7 @@ from shared.llm.registry import build_client
 from shared.llm.settings import MissingCredentialsError, VendorSettings
 from shared.llm.types import LLMRequest
 from shared.runtime.logging import configure_logging
+from tests.simulator.wire import sent_mean_logprob
 
 VENDORS = ["claude", "gemini", "openai", "deepseek", "codex", "openai-compatible"]
 PRICES = PriceTable.load()
@@ -199,3 +203,63 @@ async def test_the_key_never_shows_in_errors_or_logs(client: LLMClient) -> None:
     assert KEY not in repr(client)
     for line in text.splitlines():
         json.loads(line)
+
+
+# -- confidence: exp(mean token logprob) of what the vendor sent, or None
+
+
+async def test_confidence_is_exp_mean_logprob_of_what_the_vendor_sent(
+    client: LLMClient, simulator_url: str
+) -> None:
+    prompt = "Summarise the supplier payment terms for 2021."
+    res = await client.complete(LLMRequest(prompt=prompt, max_output_tokens=64))
+    sent = await sent_mean_logprob(simulator_url, client.vendor, res.model, prompt, 64)
+    if client.vendor in ("claude", "codex"):
+        assert sent is None and res.confidence is None  # none to give: never a guess
+    else:
+        assert sent is not None and sent < 0
+        assert res.confidence == pytest.approx(math.exp(sent), rel=1e-9)
+        assert 0 < res.confidence < 1
+
+
+@pytest.mark.parametrize(
+    ("vendor", "sim_vendor"),
+    [
+        ("openai", "openai"),
+        ("deepseek", "deepseek"),
+        ("openai-compatible", "compat"),
+        ("gemini", "gemini"),
+    ],
+)
+async def test_a_model_refusing_logprobs_still_answers_and_is_asked_once(
+    vendor: str, sim_vendor: str
+) -> None:
+    config = SimulatorConfig(vendors={sim_vendor: Overrides(logprobs=False)})
+    async with Simulator(config) as sim:
+        settings = VendorSettings(SWARM_SIMULATOR_URL=sim.base_url, **{KEY_ENV[vendor]: KEY})
+        c = build_client(vendor, settings, _default_model(vendor))
+        try:
+            first = await c.complete(LLMRequest(prompt="Which terms?", max_output_tokens=32))
+            again = await c.complete(LLMRequest(prompt="Which terms?", max_output_tokens=32))
+        finally:
+            await c.aclose()
+        statuses = sim.stats()["by_status"]
+    assert first.text and first.text == again.text
+    assert first.confidence is None and again.confidence is None
+    assert statuses == {"400": 1, "200": 2}  # refused once, then never asked again
+
+
+async def test_logprobs_can_be_turned_off_and_only_for_vendors_that_have_them() -> None:
+    async with Simulator() as sim:
+        settings = VendorSettings(
+            SWARM_SIMULATOR_URL=sim.base_url, SWARM_LLM_LOGPROBS="none", OPENAI_API_KEY=KEY
+        )
+        c = build_client("openai", settings, _default_model("openai"))
+        try:
+            res = await c.complete(LLMRequest(prompt="Which terms?", max_output_tokens=32))
+        finally:
+            await c.aclose()
+    assert res.text and res.confidence is None
+    assert VendorSettings(SWARM_LLM_LOGPROBS="gemini, deepseek").wants_logprobs("deepseek")
+    with pytest.raises(ValueError, match="claude cannot be asked for logprobs"):
+        VendorSettings(SWARM_LLM_LOGPROBS="openai,claude")

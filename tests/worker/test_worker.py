@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from redis.asyncio import Redis
 
@@ -19,6 +21,7 @@ from shared.protocol import (
     decode_rejection,
     encode,
 )
+from tests.simulator.wire import sent_mean_logprob
 from tests.waiting import eventually
 from tests.worker.conftest import StartWorker, findings, post, sim_calls, wait_findings
 
@@ -237,3 +240,20 @@ async def test_workers_record_what_they_spend_for_the_dispatchers_budgets(
 
     await eventually(recorded, what="spend recorded")
     assert (await book.spent("task_type", ["research"]))["research"] == pytest.approx(total)
+
+
+@pytest.mark.parametrize("vendor", KNOWN_VENDORS)
+async def test_a_findings_confidence_is_exp_mean_logprob_the_vendor_sent(
+    vendor: str, redis: Redis, names: Names, start_worker: StartWorker, simulator: Simulator
+) -> None:
+    await start_worker(vendor)
+    prompt = "Research supplier payment terms 2021"
+    await post(redis, names, vendor, task_id="conf-1", prompt=prompt, max_output_tokens=64)
+    [finding] = await wait_findings(redis, names, 1)
+    assert finding.status is Status.OK
+    sent = await sent_mean_logprob(simulator.base_url, vendor, finding.model, prompt, 64)
+    if vendor in ("claude", "codex"):
+        assert sent is None and finding.confidence is None  # no logprobs: no confidence
+    else:
+        assert sent is not None
+        assert finding.confidence == pytest.approx(math.exp(sent), rel=1e-9)

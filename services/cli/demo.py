@@ -17,18 +17,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
-import signal
-import sys
 import time
-import urllib.request
-from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -42,16 +37,15 @@ from services.cli.demo_workload import (
     research_tasks,
 )
 from services.cli.errors import CliError
+from services.cli.fleet import Fleet, start_simulator, stoppable, until_stopped, wait_live
 from services.cli.progress import WaitProgress
 from services.megashard.load import load_context
 from services.megashard.settings import DEFAULT_SHARD_MODEL
 from services.megashard.store import ContextStore
 from shared.bus.findings import expect_run, run_progress
-from shared.bus.membership import live_members
 from shared.llm.registry import build_client, price_table
 from shared.llm.settings import VendorSettings
 from shared.protocol import Names, encode_data
-from shared.runtime.net import free_port
 from shared.runtime.redis import connect, wait_ready
 from shared.runtime.settings import BusSettings
 
@@ -61,8 +55,6 @@ KEY_ENV = {
     "openai": "OPENAI_API_KEY",
     "deepseek": "DEEPSEEK_API_KEY",
 }
-_START_TIMEOUT_S = 45.0
-_STOP_GRACE_S = 15.0
 
 
 def add_parser(sub: Any) -> None:
@@ -90,154 +82,15 @@ def run(args: argparse.Namespace) -> int:
     if args.tasks < 1:
         raise CliError("--tasks must be at least 1")
     configure_logging("error", json=False)
+
+    def body() -> int:
+        with find_redis(os.environ.get("REDIS_URL")) as url:
+            return asyncio.run(until_stopped(run_demo(url, args)))
+
     try:
-        with _stop_signals_raise(), find_redis(os.environ.get("REDIS_URL")) as url:
-            return asyncio.run(_until_stopped(run_demo(url, args)))
+        return stoppable(body)
     except RuntimeError as exc:
         raise CliError(str(exc)) from exc
-    except Stopped as exc:
-        _stopped_note(str(exc))
-        return 128 + exc.signum
-    except KeyboardInterrupt:  # Ctrl-C before the handlers are in place
-        _stopped_note("Ctrl-C")
-        return 130
-
-
-# Ctrl-C (SIGINT), SIGTERM (kill, a supervisor) and SIGHUP (the terminal closed) all stop the
-# demo the same way. Its services run in their own sessions, so no signal reaches them but
-# the SIGTERM the demo sends: without this they would outlive it, reparented to init.
-_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-_RETRY_CANCEL_S = 0.5  # a library may swallow a cancel (google-genai's countTokens does)
-T = TypeVar("T")
-_FLEETS: list[Fleet] = []  # the fleets running now, for a stop signal to stop
-
-
-class Stopped(BaseException):
-    """A stop signal reached the demo. A BaseException, as KeyboardInterrupt is, so no
-    `except Exception` swallows it on its way out; raised once every service has stopped."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__("Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name)
-        self.signum = signum
-
-
-def _raise_stopped(signum: int, _frame: object) -> None:
-    raise Stopped(signum)
-
-
-@contextlib.contextmanager
-def _stop_signals_raise() -> Iterator[None]:
-    """Outside the event loop (finding Redis, starting or stopping a private redis-server),
-    the stop signals raise Stopped, so every `with` unwinds."""
-    previous = {sig: signal.signal(sig, _raise_stopped) for sig in _STOP_SIGNALS}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-async def _until_stopped(main: Coroutine[Any, Any, T]) -> T:
-    """Run the demo until it ends or a stop signal comes. On the first signal, every
-    running fleet is stopped (SIGTERM, drain, SIGKILL after the grace) whatever the demo is
-    doing, the demo is cancelled (again, should a library swallow the cancel), and Stopped
-    names the signal. Later signals change nothing: the stop is already bounded."""
-    loop = asyncio.get_running_loop()
-    work = asyncio.ensure_future(main)
-    requested = asyncio.Event()
-    received: list[int] = []
-
-    def on_signal(signum: int) -> None:
-        if not received:
-            received.append(signum)
-            requested.set()
-
-    for sig in _STOP_SIGNALS:
-        loop.add_signal_handler(sig, on_signal, sig)
-    try:
-        waiter = asyncio.ensure_future(requested.wait())
-        await asyncio.wait({work, waiter}, return_when=asyncio.FIRST_COMPLETED)
-        waiter.cancel()
-        if not received:
-            return work.result()
-        work.cancel()
-        await asyncio.gather(*(fleet.stop() for fleet in list(_FLEETS)))
-        while not work.done():
-            await asyncio.wait({work}, timeout=_RETRY_CANCEL_S)
-            work.cancel()
-        if not work.cancelled():
-            work.exception()  # retrieved: whatever the demo died of, it was told to stop
-        raise Stopped(received[0])
-    finally:
-        for sig in _STOP_SIGNALS:  # back to raising (the loop would reset them to default)
-            loop.remove_signal_handler(sig)
-            signal.signal(sig, _raise_stopped)
-
-
-def _stopped_note(how: str) -> None:
-    with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone
-        print(f"\nstopped ({how}): every service was sent SIGTERM and drained", file=sys.stderr)
-
-
-@dataclass
-class Fleet:
-    """The demo's processes."""
-
-    env: dict[str, str]
-    logs: Path
-    procs: dict[str, asyncio.subprocess.Process] = field(default_factory=dict)
-    _stopping: asyncio.Future[None] | None = field(default=None, init=False, repr=False)
-
-    async def start(self, name: str, *argv: str, env: Mapping[str, str] | None = None) -> None:
-        if self._stopping is not None:
-            raise CliError("the demo is stopping")
-        log = (self.logs / f"{name}.log").open("ab")
-        try:
-            self.procs[name] = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "services.cli.main",
-                *argv,
-                env={**self.env, **(env or {})},
-                stdout=log,
-                stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True,  # Ctrl-C reaches us; we stop them, once, in order
-            )
-        finally:
-            log.close()
-        if self._stopping is not None:  # stopped while this one was starting
-            self.procs[name].kill()
-            await self.procs[name].wait()
-            raise CliError("the demo is stopping")
-
-    def check(self) -> None:
-        for name, proc in self.procs.items():
-            if proc.returncode is not None:
-                tail = (self.logs / f"{name}.log").read_text(errors="replace")[-1500:]
-                raise CliError(f"{name} exited with code {proc.returncode}; its log ends:\n{tail}")
-
-    async def stop(self) -> None:
-        """SIGTERM to every service, SIGKILL to any still running after the grace. Done
-        once, however many ask (the demo's `finally` and a stop signal both do)."""
-        if self._stopping is None:
-            self._stopping = asyncio.ensure_future(self._stop())
-        await asyncio.shield(self._stopping)
-
-    async def _stop(self) -> None:
-        for proc in self.procs.values():
-            if proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.send_signal(signal.SIGTERM)
-        waits = [p.wait() for p in self.procs.values()]
-        _, late = await asyncio.wait(
-            [asyncio.ensure_future(w) for w in waits], timeout=_STOP_GRACE_S
-        )
-        for proc in self.procs.values():
-            if proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-        if late:
-            await asyncio.wait(late, timeout=5)
 
 
 async def run_demo(url: str, args: argparse.Namespace) -> int:
@@ -305,51 +158,40 @@ async def _fleet(url: str, names: Names, logs: Path) -> AsyncIterator[tuple[Flee
     }
     env.pop("SWARM_SIMULATOR_URL", None)
     fleet = Fleet(env, logs)
-    _FLEETS.append(fleet)
     try:
-        simulated = [v for v in WORKERS if not os.environ.get(KEY_ENV[v])]
-        sim_env: dict[str, str] = {}
-        if simulated:
-            port = free_port()
-            config = logs / "simulator.toml"
-            config.write_text(_simulator_config())
-            await fleet.start(
-                "simulator", "run", "simulator", "--port", str(port), "--config", str(config)
+        async with fleet:
+            simulated = [v for v in WORKERS if not os.environ.get(KEY_ENV[v])]
+            sim_env: dict[str, str] = {}
+            if simulated:
+                url = await start_simulator(fleet, _simulator_config())
+                sim_env = {"SWARM_SIMULATOR_URL": url}
+            real = [v for v in WORKERS if v not in simulated]
+            say(
+                f"vendors: {', '.join(simulated) or 'none'} simulated"
+                + (f"; {', '.join(real)} real (keys set)" if real else "")
             )
-            sim_env = {"SWARM_SIMULATOR_URL": f"http://127.0.0.1:{port}"}
-            await _wait_http(f"http://127.0.0.1:{port}/_sim/health", fleet)
-        real = [v for v in WORKERS if v not in simulated]
-        say(
-            f"vendors: {', '.join(simulated) or 'none'} simulated"
-            + (f"; {', '.join(real)} real (keys set)" if real else "")
-        )
 
-        def vendor_env(vendor: str, capacity: int) -> dict[str, str]:
-            extra = {"SWARM_MAX_IN_FLIGHT": str(capacity)}
-            return {**extra, **(sim_env if vendor in simulated else {})}
+            def vendor_env(vendor: str, capacity: int) -> dict[str, str]:
+                extra = {"SWARM_MAX_IN_FLIGHT": str(capacity)}
+                return {**extra, **(sim_env if vendor in simulated else {})}
 
-        await fleet.start("dispatcher", "run", "dispatcher")
-        await fleet.start("collector", "run", "collector")
-        for vendor, capacity in WORKERS.items():
+            await fleet.start("dispatcher", "run", "dispatcher")
+            await fleet.start("collector", "run", "collector")
+            for vendor, capacity in WORKERS.items():
+                await fleet.start(
+                    f"worker-{vendor}",
+                    "run",
+                    "worker",
+                    "--vendor",
+                    vendor,
+                    env=vendor_env(vendor, capacity),
+                )
             await fleet.start(
-                f"worker-{vendor}",
-                "run",
-                "worker",
-                "--vendor",
-                vendor,
-                env=vendor_env(vendor, capacity),
+                "megashard", "run", "megashard", "--shard", SHARD, env=vendor_env("gemini", 64)
             )
-        await fleet.start(
-            "megashard", "run", "megashard", "--shard", SHARD, env=vendor_env("gemini", 64)
-        )
-        sim_url = sim_env.get("SWARM_SIMULATOR_URL") if "gemini" in simulated else None
-        shard_vendors = VendorSettings(SWARM_SIMULATOR_URL=sim_url)
-        yield fleet, shard_vendors
+            sim_url = sim_env.get("SWARM_SIMULATOR_URL") if "gemini" in simulated else None
+            yield fleet, VendorSettings(SWARM_SIMULATOR_URL=sim_url)
     finally:
-        try:
-            await fleet.stop()
-        finally:
-            _FLEETS.remove(fleet)
         say(f"stopped {len(fleet.procs)} processes; logs in {logs}/")
 
 
@@ -363,29 +205,6 @@ def _simulator_config() -> str:
         ]
     lines += ["[vendors.deepseek.faults]", "rate_429 = 0.03"]  # shows retries at work
     return "\n".join(lines) + "\n"
-
-
-async def _wait_http(url: str, fleet: Fleet) -> None:
-    deadline = time.monotonic() + _START_TIMEOUT_S
-    while True:
-        fleet.check()
-        if await asyncio.to_thread(_answers_200, url):
-            return
-        if time.monotonic() > deadline:
-            raise CliError(f"the simulator did not answer at {url}")
-        await asyncio.sleep(0.1)
-
-
-# The standard library's client: the demo's own HTTP needs no extra, and never a proxy.
-_LOOPBACK = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def _answers_200(url: str) -> bool:
-    try:
-        with _LOOPBACK.open(url, timeout=1) as reply:
-            return bool(reply.status == 200)
-    except OSError:  # refused, reset, timed out, or an HTTP error status
-        return False
 
 
 async def _load_shard(redis: Redis, names: Names, vendors: VendorSettings) -> Any:
@@ -407,24 +226,15 @@ async def _load_shard(redis: Redis, names: Names, vendors: VendorSettings) -> An
 
 async def _wait_ready(redis: Redis, names: Names, fleet: Fleet) -> None:
     wanted = {"dispatcher": 1, "collector": 1, "megashard": 1} | {f"worker-{v}": 1 for v in WORKERS}
-    deadline = time.monotonic() + _START_TIMEOUT_S
-    while True:
-        fleet.check()
-        members = await live_members(redis, names)
-        have = {s: sum(1 for m in members if m.get("service") == s) for s in wanted}
-        shard_loaded = any(
+
+    def shard_loaded(members: list[dict[str, str]]) -> bool:
+        return any(
             m.get("loaded_tokens", "0") != "0" for m in members if m.get("service") == "megashard"
         )
-        if all(have[s] >= n for s, n in wanted.items()) and shard_loaded:
-            capacity = sum(int(m.get("capacity", "0") or 0) for m in members if m.get("vendor"))
-            say(f"swarm up: {len(members)} services, {capacity} tasks of worker capacity")
-            return
-        if time.monotonic() > deadline:
-            missing = [s for s, n in wanted.items() if have[s] < n]
-            raise CliError(
-                f"these services did not come up: {', '.join(missing)} (logs in {fleet.logs}/)"
-            )
-        await asyncio.sleep(0.2)
+
+    members = await wait_live(redis, names, fleet, wanted, ready=shard_loaded)
+    capacity = sum(int(m.get("capacity", "0") or 0) for m in members if m.get("vendor"))
+    say(f"swarm up: {len(members)} services, {capacity} tasks of worker capacity")
 
 
 async def _follow(

@@ -1,6 +1,7 @@
 """`swarm`: one command for people and containers.
 
 swarm run SERVICE      start one service in the foreground (containers call this)
+swarm up               the local fleet in the foreground: dispatcher, collector, workers
 swarm demo             the whole swarm on this machine: 200 tasks, simulated vendors
 swarm plan WORKLOAD    tasks, cost and worker replicas per vendor for a workload file
 swarm shard ...        load context into a mega-shard, ask it, list shards
@@ -128,8 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     findings.add_parser(sub)
     dlq.add_parser(sub)
 
-    from services.cli import demo  # noqa: PLC0415
+    from services.cli import demo, up  # noqa: PLC0415
 
+    up.add_parser(sub)
     demo.add_parser(sub)
     return parser
 
@@ -162,6 +164,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     module, _, func = target.partition(":")
     entry = getattr(importlib.import_module(module), func)
     return int(entry(args))
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from services.cli import up  # noqa: PLC0415
+
+    _apply_overrides(args)
+    return up.run(args)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -279,6 +288,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handlers = {
         "run": cmd_run,
+        "up": cmd_up,
         "demo": cmd_demo,
         "route": cmd_route,
         "plan": cmd_plan,

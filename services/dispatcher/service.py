@@ -215,6 +215,15 @@ class Intake:
         except DecodeError as exc:
             self._reject_metric(exc.field or "entry")
             raise DeadLetter(str(exc), field=exc.field, stream=self.names.rejected) from exc
+        named: dict[str, str] = {}
+        if "task_id" not in task.model_fields_set:
+            # Its entry id names it: the same on every delivery, so a redelivered entry is
+            # one task (one claim, one vendor call), and the id XADD printed finds it.
+            named["task_id"] = delivery.entry_id
+        if task.intake_id is None:
+            named["intake_id"] = delivery.entry_id
+        if named:
+            task = task.model_copy(update=named)
         for field, text, limit, env in (
             ("prompt", task.prompt, self.settings.max_prompt_chars, "MAX_PROMPT_CHARS"),
             ("context", task.context, self.settings.max_context_chars, "MAX_CONTEXT_CHARS"),
@@ -266,6 +275,7 @@ class Intake:
             attempt=task.attempt,
             task_type=task.task_type,
             run_id=task.run_id,
+            intake_id=task.intake_id,
         )
         effects = (*effects, Outgoing(self.names.findings, encode(failed)))
         return DeadLetter(

@@ -4,6 +4,7 @@ input lands in the rejected stream with its reason, and the dispatcher keeps ser
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -28,6 +29,12 @@ MAX_TASK_BYTES = 64 * 1024
 
 @pytest.fixture
 async def dispatcher(redis_url: str, names: Names) -> AsyncIterator[None]:
+    async with running_dispatcher(redis_url, names):
+        yield
+
+
+@contextlib.asynccontextmanager
+async def running_dispatcher(redis_url: str, names: Names) -> AsyncIterator[None]:
     stop = asyncio.Event()
     swarm = SwarmSettings(
         REDIS_URL=redis_url,
@@ -179,6 +186,27 @@ async def test_a_task_id_posted_twice_runs_once(
     await eventually(drained, what="all three intake entries handled")
     ids = [t.task_id for _v, t in await _routed(redis, names, 2)]
     assert sorted(ids) == ["marker", "same"]
+
+
+async def test_a_task_without_an_id_is_named_by_its_entry_on_every_delivery(
+    redis: Redis, names: Names, redis_url: str
+) -> None:
+    """A dispatcher read two entries and died before acking them; the live one takes them
+    over (their second delivery). The one without a task_id is the task its entry id names,
+    not a fresh id per decode (which made a redelivered entry a second task and a second
+    paid call); both carry their entry id as intake_id."""
+    await _workers(redis, names, *KNOWN_VENDORS)
+    await redis.xgroup_create(names.intake, Names.DISPATCHER_GROUP, id="0", mkstream=True)
+    bare = (await redis.xadd(names.intake, {"prompt": "Research supplier terms"})).decode()
+    own = (await redis.xadd(names.intake, {"task_id": "mine", "prompt": "Summarise"})).decode()
+    await redis.xreadgroup(Names.DISPATCHER_GROUP, "dispatcher-ghost", {names.intake: ">"})
+    async with running_dispatcher(redis_url, names):
+        routed = sorted((t.task_id, t.intake_id) for _v, t in await _routed(redis, names, 2))
+    assert routed == sorted([(bare, bare), ("mine", own)])
+    pending: Any = await redis.xpending(names.intake, Names.DISPATCHER_GROUP)
+    assert pending["pending"] == 0
+    record = await redis.hgetall(names.task(bare))
+    assert record[b"state"] == b"routed"
 
 
 async def test_a_handed_back_task_avoids_the_failed_vendor_and_live_workers_only(

@@ -718,11 +718,12 @@ def render_dispatcher_redis(r: Record) -> list[str]:
         "redis-server whose `INFO cpu` counts only this benchmark's work; then the same "
         f"after {num(res.get('foreign_keys'))} small keys of another namespace are added to "
         "that Redis. *now* is the code of the run's commit (fleet view refreshed single-flight, "
-        "cooldowns read from their index); "
+        "cooldowns read from their index, task-id claims batched as plain commands); "
         + (
             "*baseline* is the code issue 16 measured, kept callable in the benchmark (every "
-            "handler that finds the view stale refreshes it, and each refresh SCANs the whole "
-            f"keyspace for cooldown keys), given {num(res.get('baseline_tasks'))} tasks because "
+            "handler that finds the view stale refreshes it, each refresh SCANs the whole "
+            "keyspace for cooldown keys, and each task's claim is a script in its own round "
+            f"trip), given {num(res.get('baseline_tasks'))} tasks because "
             "it is slow with the foreign keys: per-task figures compare. "
             if "baseline_tasks" in res
             else "this run had no baseline (`--no-baseline`). "

@@ -14,13 +14,20 @@ reported. A file named explicitly must be of a known type. Text must be UTF-8.
 
 The context a model sees is the documents in order, each as
 `<document source="NAME">...</document>`, so an answer can name what it drew on.
+
+Sources. An answer ends with `Sources: NAME#L10-L42; NAME`; `read_sources` keeps what the
+shard holds, each as `NAME#L<first>-L<last>` (lines of that document's own text, from 1,
+inclusive; `NAME#L<n>` for one line) or a bare `NAME` when the answer gave no range or one
+outside the document. A name the shard does not hold is dropped (and reported). A range is
+checked to lie within the document, not to be what the model read.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,8 +40,10 @@ _NAME_KEYS = ("id", "title", "name", "source")
 SYSTEM_PROMPT = (
     "You answer questions from the documents in your context, each given as "
     '<document source="NAME">...</document>. Answer only from them; say so when they do not '
-    "hold the answer. End with one line `Sources: NAME; NAME` naming the documents you used."
+    "hold the answer. End with one line `Sources: NAME#L10-L42; NAME#L7` naming the documents "
+    "you used, each with the lines of it you drew on (counted from its first line)."
 )
+_RANGE = re.compile(r"^(?P<name>.+?)#L(?P<first>\d+)(?:-L?(?P<last>\d+))?$")
 
 
 class CorpusError(ValueError):
@@ -137,16 +146,50 @@ def unique_names(documents: Sequence[Document]) -> list[Document]:
     return out
 
 
-def parse_sources(answer: str, known: Iterable[str]) -> tuple[str, ...]:
-    """The documents an answer names in its `Sources:` line, kept only if they exist."""
-    names = set(known)
-    found: list[str] = []
+@dataclass(frozen=True, slots=True)
+class Sources:
+    kept: tuple[str, ...]  # NAME or NAME#L<first>-L<last>, each a document the shard holds
+    dropped: tuple[str, ...]  # what the answer named that the shard does not hold
+
+
+def line_count(text: str) -> int:
+    return max(len(text.splitlines()), 1)
+
+
+def read_sources(answer: str, held: Mapping[str, int]) -> Sources:
+    """The sources an answer names in its last `Sources:` line, checked against `held`
+    (document name -> its number of lines)."""
+    kept: list[str] = []
+    dropped: list[str] = []
     for line in reversed(answer.splitlines()):
         stripped = line.strip().strip("*_`")
         if stripped.lower().startswith("sources:"):
             for raw in stripped.split(":", 1)[1].split(";"):
                 item = raw.strip().strip("`'\"[]*_ ")
-                if item in names and item not in found:
-                    found.append(item)
+                source = _checked(item, held)
+                if source is None:
+                    if item:
+                        dropped.append(item)
+                elif source not in kept:
+                    kept.append(source)
             break
-    return tuple(found)
+    return Sources(tuple(kept), tuple(dropped))
+
+
+def _checked(item: str, held: Mapping[str, int]) -> str | None:
+    if item in held:
+        return item
+    match = _RANGE.match(item)
+    if match is None or match["name"] not in held:
+        return None
+    name, first = match["name"], int(match["first"])
+    last = int(match["last"] or first)
+    if not 1 <= first <= last <= held[name]:
+        return name  # the document is held; that range of it is not
+    return f"{name}#L{first}" if first == last else f"{name}#L{first}-L{last}"
+
+
+def parse_sources(answer: str, known: Iterable[str]) -> tuple[str, ...]:
+    """The document names an answer's `Sources:` line gives, kept only if they exist
+    (without line ranges: `read_sources` checks those)."""
+    return read_sources(answer, dict.fromkeys(known, 0)).kept

@@ -5,21 +5,23 @@ cache entry (see `cache`); Claude gets it as a system block with `cache_control`
 after the first query it is read from Anthropic's prompt cache at a tenth of the price.
 Each reply carries what it cost: the call (uncached input, cache reads and writes, output)
 plus, for Gemini, the cache creation it triggered and the storage accrued since the
-previous query.
+previous query. Its `sources` are the documents (and lines) the answer names, kept only if
+this version holds them (see `corpus.read_sources`); the rest are logged and counted in the
+heartbeat's `sources_dropped`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import structlog
 
 from services.megashard.cache import CacheUse, ExplicitCacheClient, GeminiContextCache
-from services.megashard.corpus import SYSTEM_PROMPT, parse_sources
+from services.megashard.corpus import SYSTEM_PROMPT, line_count, read_sources
 from services.megashard.settings import ShardSettings
 from services.megashard.store import ContextStore, Manifest, MissingContext
 from shared.llm.accounting import account, account_error
@@ -46,7 +48,7 @@ class NoContext(Exception):
 class Loaded:
     manifest: Manifest
     context: str
-    names: tuple[str, ...]
+    lines: Mapping[str, int]  # each document the version holds -> its number of lines
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +83,7 @@ class Shard:
         self._llm: dict[tuple[str, str], LLMClient] = {}
         self._cache: dict[tuple[str, str], GeminiContextCache] = {}
         self._uncacheable: set[int] = set()  # versions too small for an explicit cache
+        self.sources_dropped = 0  # sources answers named that this shard does not hold
 
     @property
     def loaded(self) -> Loaded | None:
@@ -101,6 +104,7 @@ class Shard:
             "loaded_tokens": str(m.tokens),
             "version": str(m.version),
             "documents": str(len(m.documents)),
+            "sources_dropped": str(self.sources_dropped),
         }
 
     async def current(self) -> Loaded:
@@ -120,11 +124,10 @@ class Shard:
         async with self._lock:
             if self._loaded is None or self._loaded.manifest.version != version:
                 manifest = await self._store.manifest(self.shard_id, version)
-                context = await self._store.context(manifest)
-                previous, self._loaded = (
-                    self._loaded,
-                    Loaded(manifest, context, tuple(d.name for d in manifest.documents)),
-                )
+                docs = await self._store.documents(manifest)
+                context = self._store.rendered(manifest, docs)
+                lines = {d.name: line_count(d.text) for d in docs}
+                previous, self._loaded = self._loaded, Loaded(manifest, context, lines)
                 self._metrics.shard_context_tokens.labels(
                     self.shard_id, manifest.vendor, manifest.model
                 ).set(manifest.tokens)
@@ -163,6 +166,14 @@ class Shard:
             )
         u, m = result.usage, loaded.manifest
         self._metrics.shard_queries.labels(self.shard_id, "answered").inc()
+        sources = read_sources(result.response.text, loaded.lines)
+        if sources.dropped:
+            self.sources_dropped += len(sources.dropped)
+            log.warning(
+                "shard.sources_dropped",
+                dropped=list(sources.dropped),
+                note="the answer named documents this shard does not hold",
+            )
         for kind, tokens in (
             ("uncached", u.input_tokens),
             ("cache_read", u.cache_read_tokens),
@@ -176,7 +187,7 @@ class Shard:
             vendor=m.vendor,
             model=result.response.model,
             answer=result.response.text,
-            sources=parse_sources(result.response.text, loaded.names),
+            sources=sources.kept,
             context_tokens_searched=m.tokens,
             input_tokens=u.input_tokens,
             output_tokens=u.output_tokens,

@@ -172,7 +172,11 @@ class ContextStore:
         return docs
 
     async def context(self, manifest: Manifest) -> str:
-        text = render(await self.documents(manifest))
+        return self.rendered(manifest, await self.documents(manifest))
+
+    def rendered(self, manifest: Manifest, documents: Sequence[Document]) -> str:
+        """The context text of the version's `documents`, checked against its digest."""
+        text = render(documents)
         if digest(text) != manifest.context_digest:
             raise MissingContext(f"shard {manifest.shard!r} v{manifest.version}: digest mismatch")
         return text

@@ -7,14 +7,14 @@
   boundaries are remembered; `cached_tokens` is the longest remembered boundary, counted
   only from the model's minimum (1024) up.
 * Gemini: explicit `cachedContents` resources with a name, a TTL and a token count, plus the
-  keyword sets of the document blocks they hold (computed once, at creation) so answers can
-  cite them.
+  keyword sets and text of the document blocks they hold (computed once, at creation) so
+  answers can cite them and their lines.
 
 All keys are digests scoped by model, so a 1 MB prompt costs one hashing pass, and each
 store is bounded (least recently used goes first) so a long benchmark cannot grow it forever.
 The Gemini store holds at most 1000 caches and 4 million document keywords in all (about
-15 caches of 900K tokens of documents, some 400 MB); a cache pushed out is gone, as if
-expired (404).
+15 caches of 900K tokens of documents, some 400 MB, plus about 55 MB of their text); a cache
+pushed out is gone, as if expired (404).
 """
 
 from __future__ import annotations

@@ -10,7 +10,9 @@ Keywords are runs of ASCII letters, case-folded, of 3 letters or more, minus a f
 every other character (digits, punctuation, non-ASCII) separates words. The question is the
 last user message without its own document blocks. A document is cited if it shares at least
 one keyword with the question; at most 3 are, the most shared keywords first, ties in prompt
-order, each name once.
+order, each name once. Each is cited with the lines of its text that hold a question keyword,
+first to last (`NAME#L3-L7`, or `NAME#L3` for one line; lines counted from the first line of
+the document's text), as the mega-shard's system prompt asks.
 
 Speed: a 4 MB prompt costs one regex pass to find the blocks and one byte translation of the
 parts that hold them; with a short question each document is then checked by substring
@@ -52,6 +54,18 @@ _IGNORED = frozenset(_STOPWORDS.split()).union(_SHORT)  # words of 1-2 letters t
 class Document:
     name: str
     keywords: frozenset[bytes]
+    text: str = ""  # the block's text, for the cited lines (a cache keeps its documents' text)
+
+
+@dataclass(frozen=True, slots=True)
+class Cited:
+    name: str
+    first: int  # 1-based lines of the document's text, inclusive
+    last: int
+
+    def __str__(self) -> str:
+        lines = f"L{self.first}" if self.first == self.last else f"L{self.first}-L{self.last}"
+        return f"{self.name}#{lines}"
 
 
 def _letters(text: str) -> bytes:
@@ -82,7 +96,8 @@ def documents(parts: Iterable[Part]) -> list[Document]:
         letters: bytes | None = None
         for name, _, start, end in _blocks(p.text):
             letters = letters or _letters(p.text)
-            out.append(Document(name, frozenset(letters[start:end].split()) - _IGNORED))
+            keys = frozenset(letters[start:end].split()) - _IGNORED
+            out.append(Document(name, keys, p.text[start:end]))
     return out
 
 
@@ -99,7 +114,10 @@ def question_keywords(last_user: str) -> frozenset[bytes]:
     return keywords("\n".join(kept))
 
 
-def _scores(parts: Iterable[Part], question: frozenset[bytes]) -> Iterator[tuple[str, int]]:
+def _scores(
+    parts: Iterable[Part], question: frozenset[bytes]
+) -> Iterator[tuple[str, int, str, int, int]]:
+    """(name, shared keywords, the part's text, where the block's text starts and ends)."""
     needles = [b" " + word + b" " for word in question]
     for p in parts:
         if _OPEN_PROBE not in p.text:
@@ -109,23 +127,38 @@ def _scores(parts: Iterable[Part], question: frozenset[bytes]) -> Iterator[tuple
             letters = letters or _letters(p.text)
             if len(needles) <= _SEARCH_MAX_KEYWORDS:
                 # The characters just outside a block's text are newlines, i.e. spaces here.
-                yield name, sum(letters.find(n, start - 1, end + 1) >= 0 for n in needles)
+                score = sum(letters.find(n, start - 1, end + 1) >= 0 for n in needles)
             else:
-                yield name, len(question.intersection(letters[start:end].split()))
+                score = len(question.intersection(letters[start:end].split()))
+            yield name, score, p.text, start, end
+
+
+def _lines(text: str, question: frozenset[bytes]) -> tuple[int, int]:
+    """First and last line of `text` holding a question keyword (1-based)."""
+    hits = [i for i, line in enumerate(text.split("\n"), 1) if question & keywords(line)]
+    return (hits[0], hits[-1]) if hits else (1, text.count("\n") + 1)
+
+
+def cited(parts: Iterable[Part], last_user: str, cached: Sequence[Document] = ()) -> list[Cited]:
+    """The documents to cite with their lines, best first; `cached` come before `parts`."""
+    question = question_keywords(last_user)
+    if not question:
+        return []
+    scored = [
+        (doc.name, len(question & doc.keywords), doc.text, 0, len(doc.text)) for doc in cached
+    ]
+    scored += _scores(parts, question)
+    ranked = sorted((-row[1], i) for i, row in enumerate(scored) if row[1] > 0)
+    out: list[Cited] = []
+    for _, i in ranked:
+        name, _, text, start, end = scored[i]
+        if all(c.name != name for c in out):
+            out.append(Cited(name, *_lines(text[start:end], question)))
+            if len(out) == MAX_CITED:
+                break
+    return out
 
 
 def cite(parts: Iterable[Part], last_user: str, cached: Sequence[Document] = ()) -> list[str]:
     """Names of the documents to cite, best first; `cached` come before `parts`."""
-    question = question_keywords(last_user)
-    if not question:
-        return []
-    scored = [(doc.name, len(question & doc.keywords)) for doc in cached]
-    scored += _scores(parts, question)
-    ranked = sorted(((-score, i, name) for i, (name, score) in enumerate(scored) if score > 0))
-    names: list[str] = []
-    for _, _, name in ranked:
-        if name not in names:
-            names.append(name)
-            if len(names) == MAX_CITED:
-                break
-    return names
+    return [c.name for c in cited(parts, last_user, cached)]

@@ -3,10 +3,11 @@
 "[sim MODEL] Re: "first words of the last user message": " and a sentence drawn from a fixed
 vocabulary by a digest of the whole prompt. Models whose name contains "code" (codex,
 coder, codestral) also answer with a fenced code block. If the prompt holds
-`<document source="NAME">` blocks, the answer ends with a line `Sources: NAME1; NAME2`
-naming up to 3 of them, those that share the most keywords with the question (see
-`citations`); no line if none shares any. The text, that line included, is cut to the
-requested output-token budget, which is reported as a max-tokens stop.
+`<document source="NAME">` blocks, the answer ends with a line
+`Sources: NAME1#L3-L9; NAME2#L1` naming up to 3 of them, those that share the most keywords
+with the question, with the lines that hold them (see `citations`); no line if none shares
+any. The text, that line included, is cut to the requested output-token budget, which is
+reported as a max-tokens stop.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from services.simulator.citations import Document, cite
+from services.simulator.citations import Document, cited
 from services.simulator.tokens import Part, count
 
 _MARKER = re.compile(r"\[\[sim:[^\]]*\]\]")
@@ -63,8 +64,8 @@ def answer(
     if "code" in model.lower():
         name = "answer_" + seed[40:44].hex()
         text += f'\n\n```python\ndef {name}() -> str:\n    return "{words[0]} {words[1]}"\n```'
-    if sources := cite(parts, question, cached):
-        text += "\nSources: " + "; ".join(sources)
+    if sources := cited(parts, question, cached):
+        text += "\nSources: " + "; ".join(map(str, sources))
     truncated = False
     if max_tokens is not None and count(text) > max_tokens:
         text = text[: max(max_tokens, 0) * 4]

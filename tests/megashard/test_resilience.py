@@ -98,5 +98,5 @@ async def test_a_worker_task_asks_the_shard_and_uses_its_reply(
     [finding] = await wait_findings(redis, names, 1, timeout=40)
     assert finding.task_id == "ctx-real-1"
     assert finding.status.value == "ok"
-    assert "history:retries.md" in finding.sources  # the shard's id, then its document
-    assert "history:weather.md" not in finding.sources
+    # The shard's id, then its document and the lines drawn on (a one-line document).
+    assert finding.sources == ("history:retries.md#L1",)

@@ -12,13 +12,13 @@ from google import genai
 from google.genai import types
 
 from services.simulator.caching import GeminiCache, GeminiCacheStore
-from services.simulator.citations import Document, cite, documents, keywords
+from services.simulator.citations import Cited, Document, cite, cited, documents, keywords
 from services.simulator.text import answer
 from services.simulator.tokens import Part, part
 from tests.simulator.conftest import LONG
 
 QUESTION = "What were the supplier payment terms in 2021?"  # supplier, payment, terms
-SOURCES = "Sources: contract.txt; notes.txt; invoices.txt"
+SOURCES = "Sources: contract.txt#L1; notes.txt#L1; invoices.txt#L1"  # one-line documents
 
 
 def doc(name: str, text: str) -> str:
@@ -105,6 +105,21 @@ def test_search_and_keyword_sets_agree() -> None:
             assert expected  # the comparison means something
 
 
+def test_each_document_is_cited_with_the_lines_that_hold_question_keywords() -> None:
+    report = "\n".join(
+        ["Quarterly report", "Supplier list", "Weather", "Payment TERMS: net 30", "End"]
+    )
+    memo = "Opening\nThe supplier called."
+    parts = [part("system", doc("report.md", report) + doc("memo.md", memo))]
+    want = [Cited("report.md", 2, 4), Cited("memo.md", 2, 2)]
+    assert cited(parts, QUESTION) == want
+    assert [str(c) for c in want] == ["report.md#L2-L4", "memo.md#L2"]
+    # A Gemini cache keeps its documents' text: the same lines from it.
+    assert cited([], QUESTION, documents(parts)) == want
+    text = answer("claude-x", [*parts, part("user", QUESTION)], QUESTION, None).text
+    assert last_line(text) == "Sources: report.md#L2-L4; memo.md#L2"
+
+
 def test_answer_ends_with_the_sources_line_and_is_cut_with_it() -> None:
     parts = [part("system", DOCS), part("user", QUESTION)]
     full = answer("claude-x", parts, QUESTION, None)
@@ -168,7 +183,7 @@ async def test_anthropic_stream_carries_the_sources_line(
         messages=[{"role": "user", "content": "Which supplier?"}],
     ) as stream:
         final = await stream.get_final_message()
-    assert last_line(final.content[0].text) == "Sources: contract.txt; invoices.txt"
+    assert last_line(final.content[0].text) == "Sources: contract.txt#L1; invoices.txt#L1"
 
 
 async def test_gemini_cites_documents_of_the_named_cache(gemini: genai.Client) -> None:
@@ -195,7 +210,7 @@ async def test_gemini_cites_documents_of_the_named_cache(gemini: genai.Client) -
             config=types.GenerateContentConfig(cached_content=cache.name),
         )
     ]
-    assert last_line("".join(chunks)) == "Sources: contract.txt; memo.txt; notes.txt"
+    assert last_line("".join(chunks)) == "Sources: contract.txt#L1; memo.txt#L1; notes.txt#L1"
     # The same documents sent inline are cited the same way.
     inline = await gemini.aio.models.generate_content(
         model=model,
@@ -232,7 +247,7 @@ async def test_no_sources_line_without_a_cited_document(
     text = chat.choices[0].message.content or ""
     assert text.startswith("[sim gpt-4o-mini]")
     if system == DOCS:  # "ledger" is shared: the control case
-        assert last_line(text) == "Sources: ledger.txt"
+        assert last_line(text) == "Sources: ledger.txt#L1"
     chat = await oai.chat.completions.create(
         model="gpt-4o-mini",
         messages=[

@@ -7,7 +7,7 @@ import math
 import pytest
 from redis.asyncio import Redis
 
-from services.simulator.config import FaultRates, Profile, SimulatorConfig
+from services.simulator.config import FaultRates, Overrides, Profile, SimulatorConfig
 from services.simulator.server import Simulator
 from shared.llm.prices import PriceTable, price_usage
 from shared.llm.types import Usage
@@ -257,3 +257,21 @@ async def test_a_findings_confidence_is_exp_mean_logprob_the_vendor_sent(
     else:
         assert sent is not None
         assert finding.confidence == pytest.approx(math.exp(sent), rel=1e-9)
+
+
+async def test_a_model_refusing_logprobs_still_finishes_its_task_without_confidence(
+    redis: Redis, names: Names, start_worker: StartWorker
+) -> None:
+    refusing = Simulator(SimulatorConfig(vendors={"deepseek": Overrides(logprobs=False)}))
+    await refusing.start()
+    try:
+        await start_worker("deepseek", sim=refusing)
+        for i in range(2):
+            await post(redis, names, "deepseek", task_id=f"nolp-{i}", prompt=f"Terms {i}?")
+        found = await wait_findings(redis, names, 2)
+        statuses = refusing.stats()["by_status"]
+    finally:
+        await refusing.stop()
+    assert all(f.status is Status.OK and f.summary for f in found)
+    assert all(f.confidence is None and f.attempt == 1 for f in found)
+    assert statuses == {"400": 1, "200": 2}  # refused once, never asked again

@@ -8,7 +8,9 @@ with the original design's 40 workers as in-flight capacity, a Gemini history sh
 with five years of operations history, and the collector. The workload (200 research tasks
 of mixed complexity, a fifth of them asking the shard, plus one malformed task) is posted
 as one run; progress is shown until the collector has every finding; then a table per
-vendor, the cost against one premium model, and where the findings are. The end, Ctrl-C,
+vendor, the calls that failed per vendor (with the errors) and the tasks that failed over
+elsewhere, the cost against the original design's all-Haiku baseline (with its "3-5x
+cheaper" claim) and against one premium model, and where the findings are. The end, Ctrl-C,
 SIGTERM or SIGHUP (a closed terminal) stops every service with SIGTERM, so each drains and
 leaves the fleet cleanly.
 """
@@ -122,7 +124,9 @@ async def run_demo(url: str, args: argparse.Namespace) -> int:
                 redis, names, fleet, run_id, total=len(tasks), timeout_s=args.timeout
             )
             elapsed = time.monotonic() - started
-            report = await build_report(redis, names, run_id, price_table(vendors))
+            report = await build_report(
+                redis, names, run_id, price_table(vendors), vendors=tuple(WORKERS)
+            )
     finally:
         await redis.aclose()
     print(format_report(report, elapsed_s=elapsed, logs=args.logs, namespace=names.namespace))

@@ -123,9 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     shard.add_parser(sub)
 
-    from services.cli import dlq, findings, post  # noqa: PLC0415
+    from services.cli import cancel, dlq, findings, post  # noqa: PLC0415
 
     post.add_parser(sub)
+    cancel.add_parser(sub)
     findings.add_parser(sub)
     dlq.add_parser(sub)
 
@@ -278,6 +279,12 @@ def cmd_findings(args: argparse.Namespace) -> int:
     return findings.run(args)
 
 
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from services.cli import cancel  # noqa: PLC0415
+
+    return cancel.run(args)
+
+
 def cmd_dlq(args: argparse.Namespace) -> int:
     from services.cli import dlq  # noqa: PLC0415
 
@@ -296,6 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "shard": cmd_shard,
         "post": cmd_post,
         "findings": cmd_findings,
+        "cancel": cmd_cancel,
         "dlq": cmd_dlq,
     }
     try:

@@ -42,7 +42,8 @@ local status, cost = ARGV[4], ARGV[7]
 local priced = cost ~= ''
 local p = ARGV[5] .. '|' .. ARGV[6] .. '|'
 local prev = redis.call('HMGET', KEYS[2], 'status', 'vendor', 'model')
-if prev[1] == 'ok' or (prev[1] == 'failed' and status ~= 'ok') then
+local ended = prev[1] == 'failed' or prev[1] == 'cancelled'  -- an ok finding supersedes
+if prev[1] == 'ok' or (ended and status ~= 'ok') then
   redis.call('HINCRBY', KEYS[2], 'duplicate_findings', 1)
   redis.call('HINCRBY', KEYS[5], p .. 'duplicate_findings', 1)
   if priced then
@@ -53,12 +54,12 @@ if prev[1] == 'ok' or (prev[1] == 'failed' and status ~= 'ok') then
   return 'duplicate'
 end
 local outcome = 'stored'
-if prev[1] == 'failed' then
+if ended then
   outcome = 'superseded'
   local q = prev[2] .. '|' .. prev[3] .. '|'
   redis.call('HINCRBY', KEYS[5], q .. 'tasks', -1)
-  redis.call('HINCRBY', KEYS[5], q .. 'failed', -1)
-  redis.call('HINCRBY', KEYS[4], 'failed', -1)
+  redis.call('HINCRBY', KEYS[5], q .. prev[1], -1)
+  redis.call('HINCRBY', KEYS[4], prev[1], -1)
 else
   redis.call('HINCRBY', KEYS[4], 'finished', 1)
 end
@@ -70,7 +71,7 @@ redis.call('HSET', KEYS[2], 'status', status, 'vendor', ARGV[5], 'model', ARGV[6
   'cost_usd', priced and cost or '@UNPRICED@', 'latency_ms', ARGV[12], 'attempts', ARGV[13],
   'worker', ARGV[14], 'run_id', ARGV[15], 'task_type', ARGV[16], 'updated_at', ARGV[17])
 redis.call('HINCRBY', KEYS[5], p .. 'tasks', 1)
-if status == 'failed' then redis.call('HINCRBY', KEYS[5], p .. 'failed', 1) end
+if status ~= 'ok' then redis.call('HINCRBY', KEYS[5], p .. status, 1) end
 redis.call('HINCRBY', KEYS[5], p .. 'input_tokens', ARGV[8])
 redis.call('HINCRBY', KEYS[5], p .. 'output_tokens', ARGV[9])
 redis.call('HINCRBY', KEYS[5], p .. 'cache_read_tokens', ARGV[10])

@@ -12,6 +12,7 @@ from dataclasses import replace
 
 import structlog
 
+from services.dispatcher.cancels import cancel_handler
 from services.dispatcher.claims import TaskClaims
 from services.dispatcher.fleet import FleetView
 from services.dispatcher.policy import Policy
@@ -76,8 +77,19 @@ async def run_dispatcher(
             metrics=ctx.metrics,
             claim=claims.claim,
         ).handle
+        cancels = ctx.bus.subscribe(ctx.names.cancels, Names.DISPATCHER_GROUP, ctx.member_id)
+        await cancels.start()
+        drain = bus_settings.drain_timeout_s
         try:
-            await serve(sub, handler, stop=stop, drain_timeout_s=bus_settings.drain_timeout_s)
+            await asyncio.gather(
+                serve(sub, handler, stop=stop, drain_timeout_s=drain),
+                serve(
+                    cancels,
+                    cancel_handler(ctx.names, settings.record_ttl_s),
+                    stop=stop,
+                    drain_timeout_s=drain,
+                ),
+            )
         finally:
             stop.set()
             await gauges

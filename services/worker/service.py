@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
+from typing import cast
 
 import structlog
+from redis.asyncio import Redis
 
+from services.worker.cancels import CancelWatch
 from services.worker.handler import Done, GiveUp, Reroute, Worker
 from services.worker.settings import WorkerSettings
 from shared.bus import (
@@ -25,9 +29,10 @@ from shared.bus.context_client import ContextClient
 from shared.bus.cooldown import Cooldowns
 from shared.bus.ratelimit import RateLimiter
 from shared.bus.spend import SpendBook
+from shared.bus.tail import tail
 from shared.llm.registry import build_client, default_model, price_table
 from shared.llm.settings import MissingCredentialsError, VendorSettings
-from shared.protocol import DecodeError, Names, Task, decode, encode
+from shared.protocol import Cancel, DecodeError, Finding, Names, Status, Task, decode, encode
 from shared.runtime.config_errors import ConfigError, Problem
 from shared.runtime.logging import register_secret
 from shared.runtime.settings import BusSettings, SwarmSettings
@@ -119,10 +124,29 @@ async def run_worker(
                             },
                         )
 
+                async def mget(*keys: str) -> list[bytes | None]:
+                    return cast(list[bytes | None], await redis.mget(keys))
+
+                watch = CancelWatch()
                 handler = make_handler(
-                    worker, names, settings, redis_exists=redis.exists, mark_running=mark_running
+                    worker,
+                    names,
+                    settings,
+                    redis_mget=mget,
+                    mark_running=mark_running,
+                    cancels=watch,
                 )
-                await serve(sub, handler, stop=stop, drain_timeout_s=bus_settings.drain_timeout_s)
+                tail = asyncio.create_task(
+                    tail_cancels(redis, names.cancels, watch, stop), name="cancel-tail"
+                )
+                try:
+                    await serve(
+                        sub, handler, stop=stop, drain_timeout_s=bus_settings.drain_timeout_s
+                    )
+                finally:
+                    tail.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await tail
     finally:
         await llm.aclose()
     return 0
@@ -158,10 +182,40 @@ def make_handler(
     names: Names,
     settings: WorkerSettings,
     *,
-    redis_exists: Callable[[str], Awaitable[int]],
+    redis_mget: Callable[[str, str], Awaitable[list[bytes | None]]],
     mark_running: Callable[[str, str], Awaitable[None]],
+    cancels: CancelWatch,
 ) -> Handler:
     metrics = worker.metrics
+
+    def cancelled(task: Task, reason: str, *, in_flight: bool) -> list[Effect]:
+        """The finding of a cancelled task: $0 if no call was made; unknown (None) if the
+        call was closed midway, since the vendor may bill what it had read."""
+        metrics.tasks.labels(worker.vendor, "cancelled").inc()
+        log.info("task.cancelled", in_flight=in_flight, reason=reason)
+        when = "during its vendor call (closed)" if in_flight else "before any vendor call"
+        f = Finding(
+            task_id=task.task_id,
+            worker_id=worker.worker_id,
+            vendor=worker.vendor,
+            model=task.model or task.route_model or worker.llm.default_model,
+            status=Status.CANCELLED,
+            error=f"cancelled {when}: {reason}",
+            cost_usd=None if in_flight else 0.0,
+            attempt=task.attempt,
+            task_type=task.task_type,
+            run_id=task.run_id,
+            intake_id=task.intake_id,
+        )
+        return published(f, "cancelled")
+
+    def published(f: Finding, state: str) -> list[Effect]:
+        """A finding, fenced by its task's done-marker, and the task record's new state."""
+        return [
+            Outgoing(names.findings, encode(f)),
+            Fence(names.task_done(f.task_id), f.finding_id, settings.done_ttl_s),
+            _state(names.task(f.task_id), state, f.finding_id, settings),
+        ]
 
     async def handle(delivery: Delivery) -> list[Effect]:
         try:
@@ -170,13 +224,27 @@ def make_handler(
             raise DeadLetter(f"not a valid task: {exc}", field=exc.field) from exc
         structlog.contextvars.bind_contextvars(task_id=task.task_id, vendor=worker.vendor)
         done_key = names.task_done(task.task_id)
-        if await redis_exists(done_key):
+        done, cancel = await redis_mget(done_key, names.task_cancelled(task.task_id))
+        if done is not None:
             metrics.tasks.labels(worker.vendor, "duplicate").inc()
             log.info("task.duplicate", note="finding already published; acked without a call")
             return []
+        if cancel is not None:
+            return cancelled(task, cancel.decode(errors="replace"), in_flight=False)
         record = names.task(task.task_id)
         await mark_running(record, worker.worker_id)
-        outcome = await worker.run(task)
+        call = asyncio.ensure_future(worker.run(task))
+        cancels.track(task.task_id, call)
+        try:
+            outcome = await call
+        except asyncio.CancelledError:
+            reason = cancels.requested(task.task_id)
+            current = asyncio.current_task()
+            if reason is None or (current is not None and current.cancelling()):
+                raise  # shutting down: the entry stays pending for a peer
+            return cancelled(task, reason, in_flight=True)
+        finally:
+            cancels.untrack(task.task_id)
         if isinstance(outcome, Done):
             f = outcome.finding
             metrics.tasks.labels(worker.vendor, "done").inc()
@@ -189,11 +257,7 @@ def make_handler(
                 cost_usd=f.cost_usd,
                 attempts=f.attempt,
             )
-            return [
-                Outgoing(names.findings, encode(f)),
-                Fence(done_key, f.finding_id, settings.done_ttl_s),
-                _state(record, "done", f.finding_id, settings),
-            ]
+            return published(f, "done")
         if isinstance(outcome, Reroute):
             metrics.tasks.labels(worker.vendor, "rerouted").inc()
             log.warning(
@@ -208,14 +272,24 @@ def make_handler(
         log.error("task.failed", reason=outcome.reason)
         raise DeadLetter(
             outcome.reason,
-            effects=(
-                Outgoing(names.findings, encode(outcome.finding)),
-                Fence(done_key, outcome.finding.finding_id, settings.done_ttl_s),
-                _state(record, "failed", outcome.finding.finding_id, settings),
-            ),
+            effects=tuple(published(outcome.finding, "failed")),
         )
 
     return handle
+
+
+async def tail_cancels(redis: Redis, stream: str, watch: CancelWatch, stop: asyncio.Event) -> None:
+    """Every cancel request posted from now on, as it comes (every worker sees each one), so
+    a call in flight here is closed within a read; queued tasks are covered by the mark the
+    dispatcher sets."""
+    async for _entry_id, fields in tail(redis, stream, stop):
+        try:
+            request = decode(Cancel, fields)
+        except DecodeError:
+            continue  # the dispatcher dead-letters it with the reason
+        reason = request.reason.strip() or "cancelled by its poster"
+        if watch.cancel(request.task_id, reason):
+            log.info("task.cancel_in_flight", task_id=request.task_id)
 
 
 def _state(key: str, state: str, finding_id: str, settings: WorkerSettings) -> SetFields:

@@ -38,6 +38,7 @@ UNPRICED = "unpriced"
 TOTAL_KINDS = (
     "tasks",
     "failed",
+    "cancelled",
     "input_tokens",
     "output_tokens",
     "cache_read_tokens",
@@ -90,6 +91,7 @@ class RunProgress:
     finished: int
     ok: int
     failed: int
+    cancelled: int = 0
 
     @property
     def complete(self) -> bool:
@@ -141,6 +143,7 @@ class ModelTotals:
     latency_ms: float
     duplicate_findings: int
     duplicate_cost_usd: float
+    cancelled: int = 0
 
 
 async def expect_run(
@@ -159,9 +162,11 @@ async def expect_run(
 
 
 async def run_progress(redis: Redis, names: Names, run_id: str) -> RunProgress:
-    raw = await redis.hmget(names.run_info(run_id), ["expected", "finished", "ok", "failed"])
-    expected, finished, ok, failed = (_int(v) for v in raw)
-    return RunProgress(run_id, None if raw[0] is None else expected, finished, ok, failed)
+    fields = ["expected", "finished", "ok", "failed", "cancelled"]
+    raw = await redis.hmget(names.run_info(run_id), fields)
+    expected, finished, ok, failed, cancelled = (_int(v) for v in raw)
+    expected_or_none = None if raw[0] is None else expected
+    return RunProgress(run_id, expected_or_none, finished, ok, failed, cancelled)
 
 
 async def run_task_statuses(
@@ -272,6 +277,7 @@ def _row(vendor: str, model: str, v: dict[str, float]) -> ModelTotals:
         latency_ms=v.get("latency_ms", 0.0),
         duplicate_findings=n("duplicate_findings"),
         duplicate_cost_usd=v.get("duplicate_cost_usd", 0.0),
+        cancelled=n("cancelled"),
     )
 
 

@@ -52,6 +52,7 @@ class Urgency(StrEnum):
 class Status(StrEnum):
     OK = "ok"
     FAILED = "failed"
+    CANCELLED = "cancelled"  # its poster cancelled it (`swarm cancel`, or XADD swarm:cancel)
 
 
 def _lower(v: object) -> object:
@@ -197,6 +198,17 @@ class Finding(Message):
             # tokens_used is kept for the original format: input + output.
             object.__setattr__(self, "tokens_used", self.input_tokens + self.output_tokens)
         return self
+
+
+class Cancel(Message):
+    """A request to cancel a task, posted to the cancel stream by anyone (`swarm cancel`).
+
+    A task still queued is never sent to a vendor; one in flight has its vendor call closed.
+    Either way its finding has status `cancelled`. A finished task is left as it is."""
+
+    task_id: Identifier
+    reason: str = Field(default="", max_length=1000)
+    timestamp: Timestamp = Field(default_factory=_now)
 
 
 class ContextQuery(Message):

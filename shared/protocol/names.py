@@ -53,6 +53,12 @@ class Names:
         """Entries that exhausted their deliveries or could not be handled, from any stream."""
         return self._k("dlq")
 
+    @property
+    def cancels(self) -> str:
+        """Cancel requests (`XADD swarm:cancel '*' task_id T`): the dispatcher marks each
+        task cancelled; every worker tails it to close a call in flight."""
+        return self._k("cancel")
+
     def shard_queries(self, shard: str) -> str:
         return self._k("shard", shard, "queries")
 
@@ -81,6 +87,10 @@ class Names:
 
     def task(self, task_id: str) -> str:
         return self._k("task", task_id)
+
+    def task_cancelled(self, task_id: str) -> str:
+        """String: the reason a task was cancelled; a worker checks it before the call."""
+        return self._k("cancelled", task_id)
 
     def task_done(self, task_id: str) -> str:
         """Set, with the finding id, with the task's finding (before the task's ack):

@@ -5,22 +5,15 @@ task without a task_id and follows it by the id XADD printed, with redis-cli and
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 import re
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
-from services.cli.redis_finder import private_redis_server
-from shared.protocol import Finding, Names
-from shared.runtime.redis import connect
-from shared.runtime.settings import BusSettings
-from tests.chaos.checks import sim_config, simple_tier_policy
-from tests.swarm_procs import SwarmProcs
+from shared.protocol import Finding
+from tests.cli.typed_fleet import typed_fleet
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
 STREAM_ID = re.compile(r"\d+-\d+")
@@ -36,60 +29,22 @@ def walkthrough(title: str) -> list[str]:
     return [line for line in block.splitlines() if line.strip()]
 
 
-async def _bash(script: str, env: dict[str, str]) -> str:
-    proc = await asyncio.create_subprocess_exec(
-        "bash",
-        "-euo",
-        "pipefail",
-        "-c",
-        script,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode == 0, f"{script}\n{err.decode()}"
-    return out.decode()
-
-
 async def test_a_task_posted_with_redis_cli_is_followed_by_the_id_xadd_printed(
     tmp_path: Path,
 ) -> None:
     lines = walkthrough("follow a task")
     assert lines[0].startswith("ID=$(redis-cli XADD swarm:tasks")
-    names = Names("swarm")
-    with private_redis_server() as (url, _):
-        port = url.rsplit(":", 1)[1].split("/")[0]
-        # The lines as printed; `redis-cli` reaches this test's server, `swarm` is this venv's.
-        prelude = f'redis-cli() {{ command redis-cli -p {port} "$@"; }}\n'
-        env = {
-            **os.environ,
-            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-            "REDIS_URL": url,
-            "SWARM_NAMESPACE": "swarm",
-            "COLUMNS": "200",
-        }
-        redis = connect(url, BusSettings())
-        try:
-            async with SwarmProcs(url, names, tmp_path / "logs") as swarm:
-                await swarm.simulator(sim_config(0.05))
-                policy = simple_tier_policy(swarm.logs / "policy.toml", "deepseek-flash")
-                await swarm.start("dispatcher", "dispatcher", env=policy)
-                await swarm.start("collector", "collector")
-                await swarm.start("worker-deepseek-1", "worker", "--vendor", "deepseek")
-                await swarm.wait_live(redis, names, {"worker-deepseek": 1, "collector": 1})
+    async with typed_fleet(tmp_path / "logs") as fleet:
+        _, out = await fleet.bash(lines[0] + '\necho "$ID"')
+        entry_id = out.strip()
+        assert STREAM_ID.fullmatch(entry_id), entry_id
 
-                entry_id = (await _bash(prelude + lines[0] + '\necho "$ID"', env)).strip()
-                assert STREAM_ID.fullmatch(entry_id), entry_id
+        async def finished() -> bool:
+            return bool(await fleet.redis.exists(fleet.names.task_summary(entry_id)))
 
-                async def finished() -> bool:
-                    return bool(await redis.exists(names.task_summary(entry_id)))
-
-                await swarm.wait_for(finished, timeout=30, what="the task's finding")
-                out = await _bash(prelude + f"ID={entry_id}\n" + "\n".join(lines[1:]), env)
-                calls = (await swarm.sim_stats())["total"]
-        finally:
-            await redis.aclose()
+        await fleet.swarm.wait_for(finished, timeout=30, what="the task's finding")
+        _, out = await fleet.bash(f"ID={entry_id}\n" + "\n".join(lines[1:]))
+        calls = (await fleet.swarm.sim_stats())["total"]
 
     # The dispatcher's record and the collector's summary, under the entry id.
     assert "routed" in out or "done" in out

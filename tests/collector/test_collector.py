@@ -407,3 +407,25 @@ async def test_a_task_types_list_is_kept_per_day_so_an_endless_stream_of_tasks_s
     )
     assert sorted(statuses) == ["q-0", "q-1", "q-2"]  # the retention's days and one more
     assert (await run_progress(redis, names, type_run_id("qa"))).finished == 4
+
+
+async def test_a_cancelled_task_finishes_its_run_and_is_counted_apart(
+    redis: Redis, names: Names
+) -> None:
+    store = FindingStore(redis, names, retention_s=600)
+    await expect_run(redis, names, "run-x", 2)
+    cancelled = make_finding(
+        task_id="x-1", run_id="run-x", status="cancelled", error="cancelled: no", cost_usd=0.0
+    )
+    assert await store.add(cancelled) == "stored"
+    assert await store.add(make_finding(task_id="x-2", run_id="run-x")) == "stored"
+    # A late finding of the cancelled task (a call that answered anyway) is a duplicate.
+    assert (
+        await store.add(make_finding(task_id="x-1", run_id="run-x", status="failed", error="late"))
+        == "duplicate"
+    )
+    progress = await run_progress(redis, names, "run-x")
+    assert (progress.finished, progress.ok, progress.failed, progress.cancelled) == (2, 1, 0, 1)
+    assert progress.complete
+    [row] = await totals_by_model(redis, names)
+    assert (row.tasks, row.failed, row.cancelled) == (2, 0, 1)

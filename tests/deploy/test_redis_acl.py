@@ -200,6 +200,9 @@ ALLOWED: dict[str, list[str]] = {
         f"PEXPIRE {NS}:task:t1 604800000",
         f"HGET {NS}:task:t1 entry:1",
         f"HSET {NS}:task:t1 state routed",
+        # cancel requests: read through the group, each marks its task
+        f"XREADGROUP GROUP dispatcher dispatcher-h-1 COUNT 1 STREAMS {NS}:cancel >",
+        f"SET {NS}:cancelled:t1 why PX 1000",
         # cooldowns: the index script (prune, list), then a PTTL of each listed key
         f"EVALSHA {SHA} 1 {NS}:cooldowns",
         f"ZRANGEBYSCORE {NS}:cooldowns (1 +inf",
@@ -221,6 +224,10 @@ ALLOWED: dict[str, list[str]] = {
         f"XADD {NS}:shard:history:queries * query q",
         f"SET {NS}:done:t1 finding_1 PX 1000",
         f"HSET {NS}:task:t1 state running",
+        # cancels: the done and cancel marks in one read; the cancel stream tailed
+        f"MGET {NS}:done:t1 {NS}:cancelled:t1",
+        f"XREVRANGE {NS}:cancel + - COUNT 1",
+        f"XREAD COUNT 100 BLOCK 10 STREAMS {NS}:cancel 0-0",
         f"EVALSHA {SHA} 1 {NS}:ratelimit:claude:claude-haiku-4-5 0 0 0 0 1 1000",
         # the cooldown script: streak, cooldown key and the cooldowns index in one selector
         f"EVALSHA {SHA} 3 {NS}:failures:claude:m {NS}:cooldown:claude:m {NS}:cooldowns "
@@ -285,6 +292,8 @@ DENIED: dict[str, list[str]] = {
     ],
     "worker-claude": [
         f"XADD {NS}:tasks:rejected * reason forged",
+        f"SET {NS}:cancelled:t1 forged",  # only the dispatcher marks a task cancelled
+        f"XREADGROUP GROUP dispatcher worker-claude-h-1 STREAMS {NS}:cancel >",
         f"XREADGROUP GROUP collector worker-claude-h-1 STREAMS {NS}:findings >",
         f"XRANGE {NS}:findings - +",
         f"XREADGROUP GROUP worker-openai worker-claude-h-1 STREAMS {NS}:queue:openai >",

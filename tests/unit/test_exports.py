@@ -19,6 +19,7 @@ EXPORTED = [
     "KNOWN_VENDORS",
     "SCHEMA_VERSION",
     "AttemptRecord",
+    "Cancel",
     "Complexity",
     "ContextQuery",
     "ContextReply",

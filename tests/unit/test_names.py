@@ -11,7 +11,8 @@ import pytest
 from shared.protocol import DEFAULT_NAMESPACE, Names
 
 KEY_PROPERTIES = (
-    "intake", "rejected", "findings", "dead_letter", "members", "cooldowns", "totals", "shards"
+    "intake", "rejected", "findings", "dead_letter", "members", "cooldowns", "totals", "shards",
+    "cancels",
 )  # fmt: skip
 KEY_METHODS = (
     "vendor_tasks",
@@ -21,6 +22,7 @@ KEY_METHODS = (
     "task",
     "task_findings",
     "task_done",
+    "task_cancelled",
     "task_summary",
     "run_tasks",
     "run_info",
@@ -83,6 +85,8 @@ def test_every_default_key_is_pinned() -> None:
         "task": "swarm:task:x1",
         "task_findings": "swarm:findings:x1",
         "task_done": "swarm:done:x1",
+        "task_cancelled": "swarm:cancelled:x1",
+        "cancels": "swarm:cancel",
         "rate_limit": "swarm:ratelimit:x1:m1",
         "cooldown": "swarm:cooldown:x1:m1",
         "cooldowns": "swarm:cooldowns",

@@ -27,6 +27,7 @@ from shared.bus.delivery import Delivery
 from shared.bus.membership import Heartbeat
 from shared.protocol import (
     AttemptRecord,
+    Cancel,
     ContextQuery,
     ContextReply,
     DecodeError,
@@ -45,7 +46,7 @@ DOC_PATH = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
 DOC = DOC_PATH.read_text(encoding="utf-8")
 NAMES = Names()
 MODELS: dict[str, type[BaseModel]] = {
-    m.__name__: m for m in (Task, AttemptRecord, Finding, ContextQuery, ContextReply)
+    m.__name__: m for m in (Task, AttemptRecord, Finding, ContextQuery, ContextReply, Cancel)
 }
 DEAD_LETTER = "dead-letter"
 
@@ -133,6 +134,8 @@ def _model_for_stream(stream: str) -> type[BaseModel] | str:
     parts = stream.split(":")
     if len(parts) == 3 and NAMES.vendor_tasks(parts[2]) == stream:
         return Task
+    if stream == NAMES.cancels:
+        return Cancel
     if len(parts) == 4 and NAMES.shard_queries(parts[2]) == stream:
         return ContextQuery
     if len(parts) == 3 and NAMES.replies(parts[2]) == stream:
@@ -274,6 +277,8 @@ def test_doc_names_every_stream_group_and_key() -> None:
         NAMES.member("<consumer>"),
         NAMES.task("<task_id>"),
         NAMES.task_findings("<task_id>"),
+        NAMES.cancels,
+        NAMES.task_cancelled("<task_id>"),
         NAMES.cooldown("<vendor>", "<model>"),
         NAMES.cooldowns,
         Names.DISPATCHER_GROUP,

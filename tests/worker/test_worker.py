@@ -266,9 +266,11 @@ async def test_a_model_refusing_logprobs_still_finishes_its_task_without_confide
     await refusing.start()
     try:
         await start_worker("deepseek", sim=refusing)
+        # One after the other: calls already on the wire when the first refusal comes back
+        # were asked too (each is refused once and asked again).
         for i in range(2):
             await post(redis, names, "deepseek", task_id=f"nolp-{i}", prompt=f"Terms {i}?")
-        found = await wait_findings(redis, names, 2)
+            found = await wait_findings(redis, names, i + 1)
         statuses = refusing.stats()["by_status"]
     finally:
         await refusing.stop()

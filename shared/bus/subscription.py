@@ -356,6 +356,10 @@ class Subscription:
                     self._enqueue([(streamids.text(i), f, 1, "new") for i, f in entries])
                 delay = 0.1
             except REDIS_UNAVAILABLE as exc:
+                # A read Redis served whose reply was lost (a crash with the AOF kept it) left
+                # entries in our PEL unseen: once Redis answers, replay the PEL first, or they
+                # would wait for the visibility timeout. Entries held here are skipped.
+                replay_from = "0-0"
                 self._read_error = f"{type(exc).__name__}: {exc}"
                 self._m.redis_errors.labels("read").inc()
                 log.warning("redis.unavailable", stream=self.stream, error=str(exc), retry_s=delay)

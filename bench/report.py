@@ -42,6 +42,10 @@ ORDER = (
     "liveness",
     "liveness-hogs",
     "memory",
+    "chaos-load",
+    "chaos-neighbour",
+    "chaos-outage-shutdown",
+    "chaos-outage-sigkill",
 )
 TITLES = {
     "peers": "swarmbus against its peers",
@@ -55,9 +59,35 @@ TITLES = {
     "liveness": "Liveness: false deaths of live workers, loop against threaded heartbeat",
     "liveness-hogs": "Liveness under CPU hogs: the same with processes spinning on the CPU",
     "memory": "Memory soak: Redis used_memory under steady load with retention",
+    "chaos-load": "Fault test: the whole fleet under 20,000 tasks",
+    "chaos-neighbour": "Fault test: a noisy neighbour's keys on the same Redis",
+    "chaos-outage-shutdown": "Fault test: Redis shut down for 5 s mid-run",
+    "chaos-outage-sigkill": "Fault test: Redis SIGKILLed for 5 s mid-run",
+}
+# The fault and load tests' figures (tests/chaos/results.py), what each run was.
+CHAOS = {
+    "chaos-load": "tests/chaos/test_load.py: 20,000 tasks posted at once through the dispatcher, "
+    "two deepseek workers (128 in flight each, the simulator at 0.2 s a call) and the "
+    "collector, each a process of its own with the shipped liveness defaults, on a private "
+    "redis-server (AOF, fsync every second). A takeover would be a live worker taken for "
+    "dead; vendor calls beyond one per task were paid twice.",
+    "chaos-neighbour": "tests/chaos/test_load.py: the same fleet routes 3,000 tasks, then "
+    "3,000 more after `DEBUG POPULATE` added 300,000 keys of another namespace to its Redis. "
+    "SCANs are the calls Redis served (`INFO commandstats`); the code before issue 16 "
+    "scanned the keyspace on every fleet refresh and took 237 s for 3,000 tasks beside such "
+    "keys.",
+    "chaos-outage-shutdown": "tests/chaos/test_redis_outage.py: 2,000 tasks, 500 posted at "
+    "once and the rest in tens while the fleet works; at 1,500 findings (about 500 left "
+    "queued) Redis is stopped with "
+    "`SHUTDOWN` and started again 5 s later on the same port and data (`appendfsync "
+    "always`); the default 60 s visibility timeout. Bound: every task done within 15 s of "
+    "the return.",
+    "chaos-outage-sigkill": "tests/chaos/test_redis_outage.py: the same with Redis "
+    "SIGKILLed (a crash) instead of shut down.",
 }
 # How to make a results file that is missing (its section says so): `bench/<name>.py` unless here.
 COMMANDS = {
+    **{name: "make chaos-long" for name in CHAOS},
     "peers": "make bench-peers",
     "liveness-hogs": ".venv/bin/python bench/liveness.py --tasks 10000 --hogs 2",
 }
@@ -1040,6 +1070,11 @@ def flatten(value: Any, prefix: str = "") -> list[tuple[str, Any]]:
     return [(prefix, value)]
 
 
+def render_chaos(r: Record) -> list[str]:
+    """A fault test's rows, after what the test did (render_generic's tables)."""
+    return [CHAOS[r.bench], "", *render_generic(r)[2:]]
+
+
 def render_generic(r: Record) -> list[str]:
     scalars, tables = [], []
     for key, value in flatten({k: v for k, v in r.result.items() if k != "bench"}):
@@ -1114,6 +1149,7 @@ RENDERERS: dict[str, Callable[[Record], list[str]]] = {
     "liveness": render_liveness,
     "liveness-hogs": render_liveness,
     "memory": render_memory,
+    **{name: render_chaos for name in CHAOS},
 }
 GOALS: dict[str, Callable[[Record], list[list[str]]]] = {
     "dispatcher_redis": dispatcher_redis_goals,

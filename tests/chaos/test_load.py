@@ -17,6 +17,7 @@ import uuid
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -25,6 +26,7 @@ from shared.bus.findings import expect_run, run_progress, totals_by_model
 from shared.protocol import Names
 from tests.chaos.checks import audit, post, tasks
 from tests.chaos.durable_fleet import DurableFleet, durable_fleet
+from tests.chaos.results import save
 from tests.chaos.test_worker_liveness import DEFAULT_LIVENESS
 
 pytestmark = pytest.mark.chaos
@@ -47,6 +49,18 @@ class Drained:
     scans: int
     takeovers: int
     vendor_calls: int
+
+    def row(self, what: str) -> dict[str, Any]:
+        return {
+            "run": what,
+            "tasks": self.tasks,
+            "seconds": round(self.seconds, 2),
+            "tasks_per_s": round(self.tasks / self.seconds, 1),
+            "redis_cpu_us_per_task": round(self.redis_cpu_s / self.tasks * 1e6, 1),
+            "scans": self.scans,
+            "takeovers": self.takeovers,
+            "vendor_calls": self.vendor_calls,
+        }
 
     def line(self, what: str) -> str:
         return (
@@ -101,6 +115,7 @@ async def _drain(fleet: DurableFleet, names: Names, n: int, timeout_s: float) ->
 
 
 @pytest.mark.long
+@pytest.mark.timeout(900)
 async def test_twenty_thousand_tasks_with_two_workers_no_live_worker_taken_for_dead(
     names: Names, chaos_logs: Path
 ) -> None:
@@ -109,8 +124,10 @@ async def test_twenty_thousand_tasks_with_two_workers_no_live_worker_taken_for_d
     print(drained.line("20k load, 2 workers"))
     assert drained.takeovers == 0  # no live worker was judged dead...
     assert drained.vendor_calls == drained.tasks  # ...so no task was paid for twice
+    save("chaos-load", [drained.row("20,000 tasks, 2 workers, shipped liveness defaults")])
 
 
+@pytest.mark.timeout(400)
 async def test_a_noisy_neighbours_300k_keys_do_not_slow_the_fleet_nor_make_it_scan(
     names: Names, chaos_logs: Path
 ) -> None:
@@ -124,3 +141,7 @@ async def test_a_noisy_neighbours_300k_keys_do_not_slow_the_fleet_nor_make_it_sc
     print(alone.line("alone") + crowded.line("beside 300k keys of another app"))
     assert alone.scans == crowded.scans == 0
     assert crowded.seconds < 60, "the old keyspace scans took 237 s for 3,000 tasks here"
+    save(
+        "chaos-neighbour",
+        [alone.row("alone"), crowded.row("beside 300,000 keys of another namespace")],
+    )

@@ -169,9 +169,7 @@ def format_task(
         if vendor:
             est = record.get("estimated_cost_usd")
             extra = ", ".join(
-                x
-                for x in (record.get("complexity", ""), f"est. ${float(est):.6f}" if est else "")
-                if x
+                x for x in (record.get("complexity", ""), _estimate(est) if est else "") if x
             )
             lines.append(f"  routed to    {vendor}/{model}" + (f" ({extra})" if extra else ""))
         if record.get("reason"):
@@ -311,3 +309,11 @@ def _when(raw: str | None) -> str:
         return datetime.fromtimestamp(float(raw or ""), UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     except ValueError:
         return ""
+
+
+def _estimate(text: str) -> str:
+    """A task record's estimated cost: dollars, or unpriced (an operator model)."""
+    try:
+        return f"est. ${float(text):.6f}"
+    except ValueError:
+        return f"est. {text}"

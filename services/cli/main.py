@@ -188,8 +188,9 @@ def cmd_route(args: argparse.Namespace) -> int:
     from shared.llm.registry import price_table  # noqa: PLC0415
     from shared.llm.settings import VendorSettings  # noqa: PLC0415
     from shared.protocol import DecodeError, Task, decode  # noqa: PLC0415
-    from shared.runtime.config_errors import load  # noqa: PLC0415
+    from shared.runtime.config_errors import load_all  # noqa: PLC0415
 
+    from services.dispatcher.settings import DispatcherSettings  # noqa: PLC0415
     fields = {"prompt": args.prompt}
     if args.context_file:
         fields["context"] = Path(args.context_file).read_text()
@@ -202,13 +203,16 @@ def cmd_route(args: argparse.Namespace) -> int:
         task = decode(Task, fields)
     except DecodeError as exc:
         raise CliError(str(exc)) from exc
-    fleet = Fleet.everyone_live()
-    decision = route(task, Policy.load(), price_table(load(VendorSettings)), fleet)
+    vendors, dispatcher = load_all(VendorSettings, DispatcherSettings)
+    prices = price_table(vendors)
+    policy = Policy.load(dispatcher.policy_file, prices)
+    decision = route(task, policy, prices, Fleet.everyone_live())
     if args.explain or decision.chosen is None:
         print(decision.explain())
     else:
         c = decision.chosen
-        print(f"{c.vendor}/{c.model}  ({decision.complexity}, est. ${c.cost_usd:.6f})")
+        est = "unpriced" if c.cost_usd is None else f"${c.cost_usd:.6f}"
+        print(f"{c.vendor}/{c.model}  ({decision.complexity}, est. {est})")
     return 0 if decision.chosen is not None else 1
 
 

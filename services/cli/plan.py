@@ -46,8 +46,9 @@ class VendorPlan:
     tasks: int
     input_tokens: int
     output_tokens: int
-    cost_usd: float
+    cost_usd: float  # of the priced tasks only
     replicas: int
+    unpriced: int = 0  # tasks routed to an unpriced (operator) model: cost unknown
 
 
 @dataclass(frozen=True)
@@ -117,18 +118,21 @@ def make_plan(
         raise ValueError("latency_s, within_s and in_flight must be > 0")
     fleet = Fleet.everyone_live()
     skipped = list(problems)
-    totals: dict[str, list[float]] = {}  # vendor -> [tasks, in, out, cost]
+    totals: dict[str, list[float]] = {}  # vendor -> [tasks, in, out, cost, unpriced]
     for where, task in tasks:
         decision = route(task, policy, prices, fleet)
         chosen = decision.chosen
         if chosen is None:
             skipped.append(Problem(where, f"no route: {decision.reason}"))
             continue
-        row = totals.setdefault(chosen.vendor, [0, 0, 0, 0.0])
+        row = totals.setdefault(chosen.vendor, [0, 0, 0, 0.0, 0])
         row[0] += 1
         row[1] += chosen.input_tokens
         row[2] += chosen.output_tokens
-        row[3] += chosen.cost_usd
+        if chosen.cost_usd is None:
+            row[4] += 1
+        else:
+            row[3] += chosen.cost_usd
     vendors = tuple(
         sorted(
             (
@@ -139,8 +143,9 @@ def make_plan(
                     output_tokens=int(tout),
                     cost_usd=cost,
                     replicas=replicas(int(n), latency_s, within_s, in_flight),
+                    unpriced=int(unpriced),
                 )
-                for vendor, (n, tin, tout, cost) in totals.items()
+                for vendor, (n, tin, tout, cost, unpriced) in totals.items()
             ),
             key=lambda v: (-v.tasks, v.vendor),
         )
@@ -158,13 +163,16 @@ def format_plan(plan: Plan) -> str:
     for v in plan.vendors:
         lines.append(
             f"{v.vendor:<20}{v.tasks:>8,}{v.input_tokens:>14,}{v.output_tokens:>14,}"
-            f"{_usd(v.cost_usd):>14}{v.replicas:>10}"
+            f"{_usd(v.cost_usd) + ('+' if v.unpriced else ''):>14}{v.replicas:>10}"
         )
     lines.append(
         f"{'total':<20}{plan.tasks:>8,}{sum(v.input_tokens for v in plan.vendors):>14,}"
         f"{sum(v.output_tokens for v in plan.vendors):>14,}{_usd(plan.cost_usd):>14}"
         f"{sum(v.replicas for v in plan.vendors):>10}"
     )
+    unpriced = sum(v.unpriced for v in plan.vendors)
+    if unpriced:
+        lines.append(f"+ {unpriced:,} tasks on unpriced models: their cost is unknown, not in it")
     lines.append(
         f"replicas: ceil(tasks x {plan.latency_s:g} s / ({plan.within_s:g} s x "
         f"{plan.in_flight} in flight)); estimated cost is for planning, not billing"

@@ -1,6 +1,6 @@
-"""The fleet as the router sees it: live workers per vendor and what is cooling down,
-read from Redis at most once per refresh interval (not once per task), by one refresh at
-a time however many handlers ask for it."""
+"""The fleet as the router sees it: live workers per vendor, the models they announce and
+what is cooling down, read from Redis at most once per refresh interval (not once per
+task), by one refresh at a time however many handlers ask for it."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 
 from services.dispatcher.router import Fleet
 from shared.bus import Cooldowns, live_members
+from shared.bus.membership import member_models
 from shared.bus.spend import SpendBook
 from shared.protocol import Names
 from shared.runtime.metrics import Metrics
@@ -51,6 +52,7 @@ class FleetView:
         self.types_over_cap: dict[str, tuple[float, float]] = {}
         self._members: dict[tuple[str, str], int] = {}
         self._last_seen: dict[str, float] = {}  # vendor -> monotonic time a worker was live
+        self._last_models: dict[str, frozenset[str]] = {}  # vendor -> models it last announced
         self._live_grace_s = live_grace_s
         self._cooling: dict[tuple[str, str], float] = {}
         self._spent: dict[tuple[str, str], tuple[float, float]] = {}  # (kind, name) -> (spent, cap)
@@ -79,6 +81,7 @@ class FleetView:
 
     async def _refresh(self) -> Fleet:
         live: dict[str, int] = {}
+        served: dict[str, set[str]] = {}
         members: dict[tuple[str, str], int] = {}
         unconfigured: dict[str, str] = {}
         for member in await live_members(self._redis, self._names):
@@ -87,6 +90,7 @@ class FleetView:
             members[key] = members.get(key, 0) + 1
             if is_worker(member):
                 live[member["vendor"]] = live.get(member["vendor"], 0) + 1
+                served.setdefault(member["vendor"], set()).update(member_models(member))
             elif service.startswith("worker-") and member.get("vendor"):
                 unconfigured[member["vendor"]] = member.get("missing", "")
         self._members = members
@@ -100,13 +104,16 @@ class FleetView:
         now = time.monotonic()
         for vendor in live:
             self._last_seen[vendor] = now
+            self._last_models[vendor] = frozenset(served.get(vendor, ()))
         for vendor, seen in self._last_seen.items():
             if vendor not in live and now - seen <= self._live_grace_s:
                 live[vendor] = 1
         self.unconfigured = {v: m for v, m in unconfigured.items() if v not in live}
         # A vendor over its period budget takes no new work, whatever its live workers.
         live = {v: n for v, n in live.items() if v not in self.vendors_over_cap}
-        self._fleet = Fleet(live=live, cooling=cooling)
+        # What a vendor in its grace period announced last is still what it serves.
+        models = {v: self._last_models.get(v, frozenset()) for v in live}
+        self._fleet = Fleet(live=live, cooling=cooling, models=models)
         self._read_at = time.monotonic()
         return self._fleet
 

@@ -2,24 +2,28 @@
 
 `Policy.load()` reads the packaged `policy.toml` next to this file; `Policy.load(path)` a
 user file of the same shape. Every key is checked: an unknown or malformed one, or a model
-the price table does not know, raises `ValueError` naming the file and the key. Nothing is
-read at import time.
+neither the price table nor the policy's own `[models]` knows, raises `ValueError` naming
+the file and the key. Nothing is read at import time.
+
+`[models."<name>"]` declares an operator model: one in no price table (an OpenAI-compatible
+server's own), served by the workers of `vendor`, with the `context_window` and
+`max_output_tokens` the router checks when given. A tier may then list it like any other.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
-from shared.llm.prices import PriceTable
+from shared.llm.prices import VENDORS, PriceTable
 from shared.protocol.messages import Complexity
 from shared.runtime.datafile import read_toml
 
-__all__ = ["TIERS", "Policy", "ScorerPolicy", "TierPolicy"]
+__all__ = ["TIERS", "OperatorModel", "Policy", "ScorerPolicy", "TierPolicy"]
 
 # Every tier, lowest first; the order is how "at least this tier" rules are compared.
 TIERS: tuple[str, ...] = (
@@ -39,6 +43,17 @@ class TierPolicy:
     name: str
     models: tuple[tuple[str, str], ...]
     expected_output_tokens: int
+
+
+@dataclass(frozen=True)
+class OperatorModel:
+    """A model the price table does not know, served by `vendor`'s workers; its limits,
+    when the operator gave them (None: unknown, not checked)."""
+
+    name: str
+    vendor: str
+    context_window: int | None = None
+    max_output_tokens: int | None = None
 
 
 @dataclass(frozen=True)
@@ -67,6 +82,9 @@ class Policy:
     over_budget: OverBudget
     budget_fallback: Mapping[str, tuple[str, ...]]
     origin: str = "<policy>"
+    operator_models: Mapping[str, OperatorModel] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
 
     @classmethod
     def load(cls, path: Path | None = None, prices: PriceTable | None = None) -> Policy:
@@ -79,11 +97,12 @@ class Policy:
     def from_mapping(
         cls, raw: Mapping[str, Any], prices: PriceTable, *, origin: str = "<policy>"
     ) -> Policy:
-        _keys(raw, {"scorer", "tiers", "budget"}, "", origin)
+        _keys(raw, {"scorer", "tiers", "budget", "models"}, "", origin)
         scorer = _scorer(_table(raw, "scorer", origin), origin)
+        operators = _operator_models(_table(raw, "models", origin), prices, origin)
         tiers_raw = _table(raw, "tiers", origin)
         _keys(tiers_raw, set(TIERS), "tiers", origin, required=True)
-        tiers = {name: _tier(name, tiers_raw[name], prices, origin) for name in TIERS}
+        tiers = {name: _tier(name, tiers_raw[name], prices, operators, origin) for name in TIERS}
         budget = _table(raw, "budget", origin)
         _keys(budget, {"over_budget", "fallback"}, "budget", origin)
         over = budget.get("over_budget", "cheaper")
@@ -107,6 +126,7 @@ class Policy:
             over_budget="reject" if over == "reject" else "cheaper",
             budget_fallback=MappingProxyType(fallback),
             origin=origin,
+            operator_models=MappingProxyType(operators),
         )
 
 
@@ -203,7 +223,40 @@ def _markers(raw: Mapping[str, Any], key: str, origin: str) -> tuple[str, ...]:
     return tuple(m.lower() for m in _strings(raw[key], f"scorer.markers.{key}", origin))
 
 
-def _tier(name: str, body: object, prices: PriceTable, origin: str) -> TierPolicy:
+def _operator_models(
+    raw: Mapping[str, Any], prices: PriceTable, origin: str
+) -> dict[str, OperatorModel]:
+    out: dict[str, OperatorModel] = {}
+    for model, body in raw.items():
+        where = f"models.{model}"
+        if not isinstance(body, dict):
+            raise ValueError(f"{origin}: {where} must be a table, got {body!r}")
+        _keys(body, {"vendor", "context_window", "max_output_tokens"}, where, origin)
+        vendor = body.get("vendor")
+        if vendor not in VENDORS:
+            raise ValueError(f"{origin}: {where}.vendor must be one of {VENDORS}, got {vendor!r}")
+        priced = prices.get(model)
+        if priced is not None and priced.vendor != vendor:
+            raise ValueError(
+                f"{origin}: {where}.vendor is {vendor!r}, but the price table gives the model "
+                f"to {priced.vendor!r}"
+            )
+        limits = {
+            k: _count(body, k, where, origin)
+            for k in ("context_window", "max_output_tokens")
+            if k in body
+        }
+        out[model] = OperatorModel(model, vendor, **limits)
+    return out
+
+
+def _tier(
+    name: str,
+    body: object,
+    prices: PriceTable,
+    operators: Mapping[str, OperatorModel],
+    origin: str,
+) -> TierPolicy:
     where = f"tiers.{name}"
     if not isinstance(body, dict):
         raise ValueError(f"{origin}: {where} must be a table, got {body!r}")
@@ -214,9 +267,15 @@ def _tier(name: str, body: object, prices: PriceTable, origin: str) -> TierPolic
     models: list[tuple[str, str]] = []
     for model in names:
         price = prices.get(model)
-        if price is None:
-            raise ValueError(f"{origin}: {where}.models: unknown model {model!r} (not in prices)")
-        pair = (price.vendor, price.name)
+        if price is not None:
+            pair = (price.vendor, price.name)
+        elif model in operators:
+            pair = (operators[model].vendor, model)
+        else:
+            raise ValueError(
+                f"{origin}: {where}.models: unknown model {model!r} (not in prices, nor "
+                "declared under [models])"
+            )
         if pair in models:
             raise ValueError(f"{origin}: {where}.models: {model!r} is listed twice")
         models.append(pair)

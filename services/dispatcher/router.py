@@ -3,10 +3,12 @@
 `route(task, policy, prices, fleet)` answers a `Decision`:
 
 1. Tier: the task's explicit `complexity` if it has one, else `score(task, policy)`.
-2. Pool: the tier's models from the policy. A `task.model` pin keeps only that model (it
-   must be in the price table); a `task.vendor` pin keeps only that vendor's models, and if
-   the tier has none of them, that vendor's models from any tier of the policy (or its
-   default model in the price table), so a pin is always honoured.
+2. Pool: the tier's models from the policy. A `task.model` pin keeps only that model (in
+   the price table, else an operator model: one a live worker announces in its membership
+   `models`, or the policy declares under `[models]`); a `task.vendor` pin keeps only that
+   vendor's models, and if the tier has none of them, that vendor's models from any tier of
+   the policy (or its default model in the price table, else the table's models and the
+   operator models of that vendor), so a pin is always honoured.
 3. Drops, each with a human reason: excluded vendor, retired (only with `on=`), cooling
    down, no live workers, context window too small, max output too small, over budget.
 4. Escalation when nothing is left: if a model was dropped for its window, the
@@ -14,6 +16,14 @@
    budget and the policy says `over_budget = "cheaper"`, the tier's `budget.fallback`
    tiers are tried in order; with `"reject"` the task is refused with the numbers.
 5. Choice: the cheapest candidate by estimated cost (ties: larger window, then name).
+
+Unpriced models. An operator model has no price, so its cost is unknown (`cost_usd` None),
+never $0. It is a candidate only when pinned (by model, or as its vendor's model) or
+listed in a tier by the operator. One the operator listed in a tier comes before the
+tier's priced models (no price can rank it; listing it says "use it"); any other comes
+after every priced one. A task with `budget_usd` never goes to an unpriced model. A
+vendor without a default model in the price table (`openai-compatible`) serves exactly
+the models its live workers announce, when they announce any.
 
 Estimated cost = `cost_usd(price, Usage(input_tokens=in, output_tokens=out))` with `in` =
 estimated tokens of prompt + context, `out` = the tier's expected output tokens, capped
@@ -25,13 +35,13 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from functools import lru_cache
 from typing import Literal
 
-from services.dispatcher.policy import TIERS, Policy
-from shared.llm.prices import ModelPrice, PriceTable, cost_usd, estimate_tokens
+from services.dispatcher.policy import TIERS, OperatorModel, Policy
+from shared.llm.prices import PriceTable, cost_usd, estimate_tokens
 from shared.llm.types import Usage
 from shared.protocol import KNOWN_VENDORS
 from shared.protocol.messages import Complexity, Task
@@ -47,10 +57,12 @@ _PIN_KINDS = frozenset({"pin"})
 @dataclass(frozen=True)
 class Fleet:
     """What the router knows of the workers: live count per vendor, (vendor, model) pairs
-    cooling down after rate limits or errors."""
+    cooling down after rate limits or errors, and the models each vendor's live workers
+    announce (their membership `models`)."""
 
     live: Mapping[str, int]
     cooling: frozenset[tuple[str, str]] = frozenset()
+    models: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
     @classmethod
     def everyone_live(cls) -> Fleet:
@@ -64,8 +76,13 @@ class Candidate:
     model: str
     input_tokens: int
     output_tokens: int
-    cost_usd: float  # an estimate, for routing and budgets, never for billing
-    window: int
+    cost_usd: float | None  # an estimate, for routing and budgets; None: unpriced, never $0
+    window: int | None  # None: an operator model whose window nobody gave
+
+    @property
+    def estimated_cost(self) -> str:
+        """The estimate as the task record keeps it: USD, or `unpriced` (never 0)."""
+        return "unpriced" if self.cost_usd is None else f"{self.cost_usd:.8f}"
 
 
 @dataclass(frozen=True)
@@ -101,8 +118,9 @@ class Decision:
             )
             for c in self.candidates:
                 mark = "->" if c == self.chosen else "  "
+                window = "unknown" if c.window is None else f"{c.window:,}"
                 lines.append(
-                    f"  {mark} {c.model} ({c.vendor}): {_usd(c.cost_usd)}, window {c.window:,}"
+                    f"  {mark} {c.model} ({c.vendor}): {_usd(c.cost_usd)}, window {window}"
                 )
         else:
             lines.append("candidates: none")
@@ -256,21 +274,35 @@ class _Router:
         self.est_in, self.est_out = est_in, est_out
         self.evaluated: set[tuple[str, str]] = set()
         self.drops: list[_Drop] = []
-        self.pinned: ModelPrice | None = None
+        self.pinned: list[tuple[str, str]] | None = None  # what a model pin keeps
+        self.tiered = {p for t in TIERS for p in policy.tiers[t].models}
 
     def run(self, tier: str) -> _Outcome:
         task = self.task
         if task.model is not None:
-            self.pinned = self.prices.get(task.model)
-            if self.pinned is None:
-                return None, f"pinned model {task.model!r} is not in the price table", []
-            if task.vendor is not None and self.pinned.vendor != task.vendor:
+            price = self.prices.get(task.model)
+            if price is not None:
+                self.pinned = [(price.vendor, price.name)]
+            else:
+                self.pinned = self.serving(task.model)
+            if not self.pinned:
                 return (
                     None,
-                    f"pinned model {self.pinned.name!r} belongs to vendor "
-                    f"{self.pinned.vendor!r}, not the pinned vendor {task.vendor!r}",
+                    f"pinned model {task.model!r} is not in the price table and no live worker "
+                    "announces it (a worker lists the models it serves in its membership "
+                    "`models`)",
                     [],
                 )
+            if task.vendor is not None and task.vendor not in {v for v, _ in self.pinned}:
+                owners = " or ".join(repr(v) for v, _ in self.pinned)
+                return (
+                    None,
+                    f"pinned model {self.pinned[0][1]!r} belongs to vendor {owners}, not the "
+                    f"pinned vendor {task.vendor!r}",
+                    [],
+                )
+            if task.vendor is not None:
+                self.pinned = [p for p in self.pinned if p[0] == task.vendor]
         candidates = self.stage(tier, report_pins=True)
         if candidates:
             return self.chose(candidates, f"{tier}-tier")
@@ -301,8 +333,15 @@ class _Router:
 
     @staticmethod
     def chose(candidates: list[Candidate], what: str, *, prefix: str = "") -> _Outcome:
-        why = f"{prefix}cheapest of {len(candidates)} viable {what} candidate(s)"
-        return candidates[0], why, candidates
+        first = candidates[0]
+        if first.cost_usd is None:
+            why = (
+                f"{prefix}unpriced operator model, listed in the policy's tiers, taken before "
+                f"the priced ones of {len(candidates)} viable {what} candidate(s)"
+            )
+        else:
+            why = f"{prefix}cheapest of {len(candidates)} viable {what} candidate(s)"
+        return first, why, candidates
 
     def stage(self, tier: str, *, report_pins: bool) -> list[Candidate]:
         """The viable models of `tier` after the pins, cheapest first."""
@@ -316,15 +355,24 @@ class _Router:
                 survivors.append(result)
             else:
                 self.drops.append(result)
-        return sorted(survivors, key=lambda c: (c.cost_usd, -c.window, c.model, c.vendor))
+        return sorted(survivors, key=self.rank)
+
+    def rank(self, c: Candidate) -> tuple[int, float, int, str, str]:
+        """Unpriced models the operator listed in a tier first, then priced ones by cost,
+        then any other unpriced one; ties: the larger window, then the name."""
+        if c.cost_usd is not None:
+            order, cost = 1, c.cost_usd
+        else:
+            order, cost = (0 if (c.vendor, c.model) in self.tiered else 2), 0.0
+        return order, cost, -(c.window or 0), c.model, c.vendor
 
     def pool(self, tier: str, *, report_pins: bool) -> list[tuple[str, str]]:
         """The tier's models after the pins; models a pin removes are reported once."""
         models = list(self.policy.tiers[tier].models)
         vendor_pin = self.task.vendor
         if self.pinned is not None:
-            keep = [(self.pinned.vendor, self.pinned.name)]
-            why = f"not the pinned model ({self.pinned.name})"
+            keep = self.pinned
+            why = f"not the pinned model ({self.pinned[0][1]})"
         elif vendor_pin is not None:
             keep = [p for p in models if p[0] == vendor_pin] or self.vendor_models(vendor_pin)
             why = f"not the pinned vendor ({vendor_pin})"
@@ -339,7 +387,9 @@ class _Router:
 
     def vendor_models(self, vendor: str) -> list[tuple[str, str]]:
         """A pinned vendor's models when the tier has none: from any policy tier, else its
-        default model in the price table, else every model the table has for it."""
+        default model in the price table, else every model the table has for it and the
+        operator models of that vendor (announced by its live workers, declared in the
+        policy)."""
         tiers = self.policy.tiers
         found = [p for t in TIERS for p in tiers[t].models if p[0] == vendor]
         if found:
@@ -347,37 +397,77 @@ class _Router:
         default = self.prices.defaults.get(vendor)
         if default is not None and self.prices.get(default) is not None:
             return [(vendor, default)]
-        return [(vendor, m.name) for m in self.prices.models_for(vendor, on=self.on)]
+        table = [(vendor, m.name) for m in self.prices.models_for(vendor, on=self.on)]
+        announced = [(vendor, m) for m in sorted(self.fleet.models.get(vendor, ()))]
+        declared = [(m.vendor, m.name) for m in self.policy.operator_models.values()]
+        return list(dict.fromkeys([*table, *announced, *(p for p in declared if p[0] == vendor)]))
+
+    def serving(self, model: str) -> list[tuple[str, str]]:
+        """The vendors that serve a model the price table does not know: those whose live
+        workers announce it, and the one the policy declares it for."""
+        pairs = [(v, model) for v, served in sorted(self.fleet.models.items()) if model in served]
+        declared = self.policy.operator_models.get(model)
+        if declared is not None:
+            pairs.append((declared.vendor, model))
+        return list(dict.fromkeys(pairs))
+
+    def operator(self, vendor: str, model: str) -> OperatorModel | None:
+        """The (vendor, model) as an operator model, if it is one: announced by the vendor's
+        live workers or declared in the policy (whose limits it then carries)."""
+        declared = self.policy.operator_models.get(model)
+        if declared is not None and declared.vendor == vendor:
+            return declared
+        if model in self.fleet.models.get(vendor, ()):
+            return OperatorModel(model, vendor)
+        return None
 
     def evaluate(self, vendor: str, model: str) -> Candidate | _Drop:
-        task, fleet = self.task, self.fleet
         price = self.prices.get(model)
-        if price is None:
+        operator = self.operator(vendor, model) if price is None else None
+        if price is not None:
+            window: int | None = price.context_window
+            max_out: int | None = price.max_output_tokens
+        elif operator is not None:
+            window, max_out = operator.context_window, operator.max_output_tokens
+        else:
             return _Drop(vendor, model, ("unpriced",), ("not in the price table",), None)
-        found: list[tuple[str, str]] = []
-        if vendor in task.excluded_vendors:
-            found.append(("excluded", "excluded after a failure"))
-        if self.on is not None and price.retired_on(self.on):
+        found = self.fleet_drops(vendor, model)
+        if price is not None and self.on is not None and price.retired_on(self.on):
             found.append(("retired", f"retired on {price.retires}"))
+        needed = self.est_in + self.est_out
+        if window is not None and needed > window:
+            found.append(("window", f"context window {window:,} < {needed:,} needed"))
+        wanted = self.task.max_output_tokens
+        if wanted is not None and max_out is not None and wanted > max_out:
+            found.append(("max_output", f"max output {max_out:,} < {wanted:,} requested"))
+        budget = self.task.budget_usd
+        cost = None
+        if price is not None:
+            cost = cost_usd(price, Usage(input_tokens=self.est_in, output_tokens=self.est_out))
+            if budget is not None and cost > budget:
+                found.append(("budget", f"over budget: {_usd(cost)} > {_usd(budget)}"))
+        elif budget is not None:
+            why = f"unpriced: its cost is unknown, so the {_usd(budget)} budget cannot hold"
+            found.append(("unpriced", why))
+        if found:
+            kinds, reasons = zip(*found, strict=True)
+            return _Drop(vendor, model, kinds, reasons, cost)
+        name = price.name if price is not None else model
+        return Candidate(vendor, name, self.est_in, self.est_out, cost, window)
+
+    def fleet_drops(self, vendor: str, model: str) -> list[tuple[str, str]]:
+        """Why the fleet cannot take (vendor, model) now: (kind, reason) pairs."""
+        fleet, found = self.fleet, []
+        if vendor in self.task.excluded_vendors:
+            found.append(("excluded", "excluded after a failure"))
         if (vendor, model) in fleet.cooling:
             found.append(("cooling", "cooling down"))
         if fleet.live.get(vendor, 0) <= 0:
             found.append(("workers", "no live workers"))
-        needed = self.est_in + self.est_out
-        if needed > price.context_window:
-            found.append(("window", f"context window {price.context_window:,} < {needed:,} needed"))
-        wanted = task.max_output_tokens
-        if wanted is not None and wanted > price.max_output_tokens:
-            found.append(
-                ("max_output", f"max output {price.max_output_tokens:,} < {wanted:,} requested")
-            )
-        cost = cost_usd(price, Usage(input_tokens=self.est_in, output_tokens=self.est_out))
-        if task.budget_usd is not None and cost > task.budget_usd:
-            found.append(("budget", f"over budget: {_usd(cost)} > {_usd(task.budget_usd)}"))
-        if found:
-            kinds, reasons = zip(*found, strict=True)
-            return _Drop(vendor, model, kinds, reasons, cost)
-        return Candidate(vendor, price.name, self.est_in, self.est_out, cost, price.context_window)
+        served = fleet.models.get(vendor)
+        if served and vendor not in self.prices.defaults and model not in served:
+            found.append(("served", f"its live workers serve {', '.join(sorted(served))}"))
+        return found
 
 
 def _none_reason(tier: str, drops: Sequence[_Drop]) -> str:
@@ -397,8 +487,11 @@ def _none_reason(tier: str, drops: Sequence[_Drop]) -> str:
     return f"no viable model for the {tier} tier ({summary})"
 
 
-def _usd(value: float) -> str:
-    """Dollars with about three significant digits, never in scientific notation."""
+def _usd(value: float | None) -> str:
+    """Dollars with about three significant digits, never in scientific notation; an
+    unknown amount (an unpriced model) says so."""
+    if value is None:
+        return "unpriced"
     if value <= 0:
         return "$0.00"
     decimals = max(2, 2 - math.floor(math.log10(value)))

@@ -170,7 +170,7 @@ class Intake:
             vendor=chosen.vendor,
             model=chosen.model,
             complexity=decision.complexity,
-            est_cost_usd=round(chosen.cost_usd, 6),
+            est_cost_usd=None if chosen.cost_usd is None else round(chosen.cost_usd, 6),
         )
         record = self._record(task, "routed", decision)
         return [
@@ -198,13 +198,12 @@ class Intake:
                 return route(task, self.policy, self.prices, Fleet(live=hoped))
         pinned = task.vendor
         if decision.chosen is None and pinned and pinned not in self.fleet.vendors_over_cap:
-            waiting = Fleet(live={**fleet.live, pinned: max(fleet.live.get(pinned, 0), 1)},
-                            cooling=fleet.cooling)  # fmt: skip
+            waiting = replace(fleet, live={**fleet.live, pinned: max(fleet.live.get(pinned, 0), 1)})
             decision = route(task, self.policy, self.prices, waiting)
             if decision.chosen is not None and fleet.live.get(pinned, 0) <= 0:
                 log.warning("task.queued_without_workers", vendor=pinned)
         if decision.chosen is None and fleet.cooling:
-            calm = route(task, self.policy, self.prices, Fleet(live=fleet.live))
+            calm = route(task, self.policy, self.prices, replace(fleet, cooling=frozenset()))
             if calm.chosen is not None:
                 log.warning("task.routed_to_cooling_model", reason=decision.reason)
                 return replace(calm, reason=f"every viable model is cooling down; {calm.reason}")
@@ -305,7 +304,7 @@ class Intake:
             "model": chosen.model if chosen else "",
             "complexity": decision.complexity,
             "reason": decision.reason,
-            "estimated_cost_usd": f"{chosen.cost_usd:.8f}" if chosen else "",
+            "estimated_cost_usd": chosen.estimated_cost if chosen else "",
             "excluded_vendors": json.dumps(list(task.excluded_vendors)),
             "updated_at": f"{time.time():.3f}",
         }

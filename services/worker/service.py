@@ -27,10 +27,11 @@ from shared.bus import (
 )
 from shared.bus.context_client import ContextClient
 from shared.bus.cooldown import Cooldowns
+from shared.bus.membership import models_field
 from shared.bus.ratelimit import RateLimiter
 from shared.bus.spend import SpendBook
 from shared.bus.tail import tail
-from shared.llm.registry import build_client, default_model, price_table
+from shared.llm.registry import build_client, default_model, price_table, served_models
 from shared.llm.settings import MissingCredentialsError, VendorSettings
 from shared.protocol import Cancel, DecodeError, Finding, Names, Status, Task, decode, encode
 from shared.runtime.config_errors import ConfigError, Problem
@@ -69,6 +70,7 @@ async def run_worker(
         "vendor": vendor,
         "configured": "true",
         "model": llm.default_model,
+        "models": models_field(served_models(vendor, vendors, llm.default_model)),
         "capacity": str(bus_settings.max_in_flight),
         "simulated": str(vendors.simulator_url is not None and not _own_url(vendors, vendor)),
     }

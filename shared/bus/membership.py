@@ -12,6 +12,11 @@ loop still vouches for itself: it ticks every interval (handing the thread its l
 `live_info`), and the thread withholds beats once the last tick is older than
 `loop_stall_s`, so a deadlocked process still loses its membership. A SIGSTOPped or
 killed process beats no more, thread included.
+
+A worker's hash also says which models it serves: `models`, comma-separated (its default
+first); `models_field` writes it and `member_models` reads it back (a member that has
+only the older single `model` field serves that one). The dispatcher routes a task pinned
+to a model that no price table knows to a vendor whose live workers announce it.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import structlog
@@ -36,6 +41,8 @@ from shared.protocol.names import Names
 from shared.runtime.redis import REDIS_UNAVAILABLE
 
 log = structlog.get_logger("swarm.membership")
+
+MODELS_FIELD = "models"
 
 # Sync client options copied from the async client's pool: where Redis is and who we are.
 _SYNC_OPTIONS = frozenset(inspect.signature(SyncRedis.__init__).parameters)
@@ -191,3 +198,14 @@ async def live_members(redis: Redis, names: Names) -> list[dict[str, str]]:
             pipe.hgetall(names.member(member_id.decode()))
         rows = await pipe.execute()
     return [{k.decode(): v.decode(errors="replace") for k, v in row.items()} for row in rows if row]
+
+
+def models_field(models: Iterable[str]) -> str:
+    """The `models` value of a member hash: names, stripped, de-duplicated, comma-separated."""
+    return ",".join(dict.fromkeys(m.strip() for m in models if m.strip()))
+
+
+def member_models(member: Mapping[str, str]) -> tuple[str, ...]:
+    """The models a member announces: its `models` field, else its single `model`."""
+    raw = member.get(MODELS_FIELD) or member.get("model") or ""
+    return tuple(dict.fromkeys(m.strip() for m in raw.split(",") if m.strip()))

@@ -6,7 +6,7 @@ from shared.llm.base import LLMClient
 from shared.llm.prices import PriceTable
 from shared.llm.settings import VENDORS, VendorSettings
 
-LOCAL_MODEL = "local-model"  # an OpenAI-compatible server without SWARM_COMPAT_MODEL set
+LOCAL_MODEL = "local-model"  # an OpenAI-compatible server without OPENAI_COMPATIBLE_MODEL(S)
 
 
 def price_table(settings: VendorSettings) -> PriceTable:
@@ -23,8 +23,15 @@ def default_model(vendor: str, settings: VendorSettings, table: PriceTable) -> s
     if chosen:
         return chosen
     if vendor == "openai-compatible":
-        return LOCAL_MODEL
+        extra = settings.extra_models(vendor)
+        return extra[0] if extra else LOCAL_MODEL
     return table.default_model(vendor)
+
+
+def served_models(vendor: str, settings: VendorSettings, default: str) -> tuple[str, ...]:
+    """The models a vendor's worker announces in its membership: its default first, then
+    the others it was told its server serves (OPENAI_COMPATIBLE_MODELS)."""
+    return tuple(dict.fromkeys((default, *settings.extra_models(vendor))))
 
 
 def build_client(vendor: str, settings: VendorSettings, default_model: str) -> LLMClient:

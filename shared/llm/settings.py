@@ -87,6 +87,9 @@ class VendorSettings(BaseSettings):
     compat_model: str | None = Field(
         default=None, validation_alias=_env("OPENAI_COMPATIBLE_MODEL", "SWARM_COMPAT_MODEL")
     )
+    # More models the OpenAI-compatible server serves, comma-separated; the worker announces
+    # them (and OPENAI_COMPATIBLE_MODEL) in its membership, so tasks pinned to them reach it.
+    compat_models: str = Field(default="", validation_alias=_env("OPENAI_COMPATIBLE_MODELS"))
 
     @field_validator("logprobs")
     @classmethod
@@ -176,6 +179,12 @@ class VendorSettings(BaseSettings):
                 variable=key_env,
             )
         return Endpoint(url or real_url, key.get_secret_value(), simulated)
+
+    def extra_models(self, vendor: str) -> tuple[str, ...]:
+        """Models a vendor's worker serves besides its default (OPENAI_COMPATIBLE_MODELS)."""
+        if vendor != "openai-compatible":
+            return ()
+        return tuple(dict.fromkeys(m.strip() for m in self.compat_models.split(",") if m.strip()))
 
     def model_for(self, vendor: str) -> str | None:
         return {

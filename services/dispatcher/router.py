@@ -279,30 +279,9 @@ class _Router:
 
     def run(self, tier: str) -> _Outcome:
         task = self.task
-        if task.model is not None:
-            price = self.prices.get(task.model)
-            if price is not None:
-                self.pinned = [(price.vendor, price.name)]
-            else:
-                self.pinned = self.serving(task.model)
-            if not self.pinned:
-                return (
-                    None,
-                    f"pinned model {task.model!r} is not in the price table and no live worker "
-                    "announces it (a worker lists the models it serves in its membership "
-                    "`models`)",
-                    [],
-                )
-            if task.vendor is not None and task.vendor not in {v for v, _ in self.pinned}:
-                owners = " or ".join(repr(v) for v, _ in self.pinned)
-                return (
-                    None,
-                    f"pinned model {self.pinned[0][1]!r} belongs to vendor {owners}, not the "
-                    f"pinned vendor {task.vendor!r}",
-                    [],
-                )
-            if task.vendor is not None:
-                self.pinned = [p for p in self.pinned if p[0] == task.vendor]
+        refused = self.pin_model(task.model) if task.model is not None else None
+        if refused:
+            return None, refused, []
         candidates = self.stage(tier, report_pins=True)
         if candidates:
             return self.chose(candidates, f"{tier}-tier")
@@ -314,7 +293,37 @@ class _Router:
         over = [d for d in self.drops if d.kinds == ("budget",) and d.cost is not None]
         if over and task.budget_usd is not None:
             return self.over_budget(tier, over, task.budget_usd)
-        return None, _none_reason(tier, self.drops), []
+        return None, self.no_vendor_model() or _none_reason(tier, self.drops), []
+
+    def pin_model(self, model: str) -> str | None:
+        """Keep what a model pin allows in `self.pinned`; or why nothing can serve it."""
+        vendor = self.task.vendor
+        price = self.prices.get(model)
+        self.pinned = [(price.vendor, price.name)] if price is not None else self.serving(model)
+        if not self.pinned:
+            return (
+                f"pinned model {model!r} is not in the price table and no live worker "
+                "announces it (a worker lists the models it serves in its membership `models`)"
+            )
+        if vendor is not None and vendor not in {v for v, _ in self.pinned}:
+            owners = " or ".join(repr(v) for v, _ in self.pinned)
+            return (
+                f"pinned model {self.pinned[0][1]!r} belongs to vendor {owners}, not the "
+                f"pinned vendor {vendor!r}"
+            )
+        if vendor is not None:
+            self.pinned = [p for p in self.pinned if p[0] == vendor]
+        return None
+
+    def no_vendor_model(self) -> str | None:
+        """Why a vendor pin has nothing to route to: no model of it was even considered."""
+        vendor = self.task.vendor
+        if vendor is None or any(v == vendor for v, _ in self.evaluated):
+            return None
+        return (
+            f"pinned vendor {vendor!r} has no model to route to: none in the price table or "
+            "the policy, and no live worker of it announces one"
+        )
 
     def over_budget(self, tier: str, over: list[_Drop], budget: float) -> _Outcome:
         cheapest = min(over, key=lambda d: (d.cost or 0.0, d.model))

@@ -66,6 +66,7 @@ def test_a_model_nobody_announces_is_refused_with_the_reason() -> None:
     assert "my-llama" in decision.reason and "no live worker announces it" in decision.reason
     by_vendor = route(Task(prompt="hello", vendor=COMPAT), Policy.load(), PRICES, gone)
     assert by_vendor.chosen is None
+    assert "no live worker of it announces one" in by_vendor.reason
 
 
 def test_a_model_pin_and_a_vendor_pin_that_disagree_are_refused() -> None:

@@ -9,6 +9,7 @@ swarm post PROMPT      post a task (or --file of tasks); --wait for the findings
 swarm status [TASK]    the fleet: members, streams, backlog, cost, shards; or one task
 swarm findings ...     every finding of a task, or a run's progress (--run)
 swarm dlq ...          list dead-lettered and rejected entries, replay them
+swarm console          the live web console (fleet, backlog, cost, tasks; cancel, replay)
 swarm --version
 """
 
@@ -134,6 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     up.add_parser(sub)
     demo.add_parser(sub)
+
+    from services.console import cli as console  # noqa: PLC0415 - no web stack imported
+
+    console.add_parser(sub)
     return parser
 
 
@@ -295,6 +300,12 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     return dlq.run(args)
 
 
+def cmd_console(args: argparse.Namespace) -> int:
+    from services.console import cli as console  # noqa: PLC0415
+
+    return console.run(args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handlers = {
@@ -309,6 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "findings": cmd_findings,
         "cancel": cmd_cancel,
         "dlq": cmd_dlq,
+        "console": cmd_console,
     }
     try:
         return handlers[args.command](args)

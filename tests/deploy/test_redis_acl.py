@@ -23,6 +23,9 @@ from redis.retry import Retry
 from services.cli.redis_finder import private_redis_server
 from services.collector.service import run_collector
 from services.collector.settings import CollectorSettings
+from services.console import data as console_data
+from services.console.actions import Actions
+from services.console.window import CostWindow
 from services.dispatcher.service import run_dispatcher
 from services.dispatcher.settings import DispatcherSettings
 from services.megashard.corpus import Document
@@ -51,7 +54,7 @@ NS = "acltest"
 USERS = [
     "swarm-admin", "dispatcher", "worker-claude", "worker-gemini", "worker-openai",
     "worker-deepseek", "worker-codex", "worker-openai-compatible", "megashard", "collector",
-    "exporter", "keda",
+    "exporter", "keda", "console",
 ]  # fmt: skip
 
 pytestmark = pytest.mark.skipif(
@@ -274,6 +277,32 @@ ALLOWED: dict[str, list[str]] = {
     ],
     "keda": ["INFO", f"XINFO GROUPS {NS}:queue:claude", f"XLEN {NS}:queue:claude"],
     "swarm-admin": [f"XADD {NS}:tasks * prompt hi", f"XRANGE {NS}:dlq - +", "CONFIG GET maxmemory"],
+    "console": [
+        # what the pages read: a page of a stream, groups, the fleet, one task's records
+        f"XREVRANGE {NS}:tasks + - COUNT 51",
+        f"XRANGE {NS}:findings 1-0 + COUNT 5000",
+        f"XLEN {NS}:queue:claude",
+        f"XINFO GROUPS {NS}:queue:claude",
+        f"ZRANGEBYSCORE {NS}:members (1 +inf",
+        f"HGETALL {NS}:member:worker-claude-h-1",
+        f"SMEMBERS {NS}:shards",
+        f"HMGET {NS}:task:t1 state vendor model",
+        f"HGETALL {NS}:task:t1",
+        f"HGETALL {NS}:collected:t1",
+        f"HVALS {NS}:findings:t1",
+        f"GET {NS}:cancelled:t1",
+        # cancel (swarm cancel): is it known, then the request
+        f"EXISTS {NS}:task:t1 {NS}:done:t1",
+        f"XADD {NS}:cancel * task_id t1 reason console",
+        # replay (swarm dlq replay): the record back to its task stream, in one script
+        f"EVALSHA {SHA} 4 {NS}:tasks:rejected {NS}:tasks {NS}:task:t1 {NS}:done:t1 1-0 x y 0",
+        f"EVALSHA {SHA} 4 {NS}:dlq {NS}:queue:claude {NS}:task:t1 {NS}:done:t1 1-0 x y 1",
+        f"XADD {NS}:tasks * prompt again",
+        f"XADD {NS}:queue:claude * prompt again",
+        f"XDEL {NS}:dlq 1-0",
+        f"HDEL {NS}:task:t1 entry:1",
+        f"DEL {NS}:done:t1",
+    ],
 }
 DENIED: dict[str, list[str]] = {
     "dispatcher": [
@@ -337,6 +366,30 @@ DENIED: dict[str, list[str]] = {
         f"XINFO GROUPS {NS}:findings",
         f"XREADGROUP GROUP worker-claude k STREAMS {NS}:queue:claude >",
         f"XADD {NS}:queue:claude * a 1",
+    ],
+    "console": [
+        # read-only but for cancel and replay: no keyspace walks, no whole-stream info
+        "KEYS *",
+        f"SCAN 0 MATCH {NS}:* COUNT 1000",
+        f"XINFO STREAM {NS}:tasks",
+        f"XADD {NS}:findings * task_id forged",
+        f"XADD {NS}:tasks:rejected * reason forged",
+        f"XADD {NS}:dlq * reason forged",
+        f"XREADGROUP GROUP dispatcher console-1 STREAMS {NS}:tasks >",
+        f"XACK {NS}:tasks dispatcher 1-0",
+        f"XTRIM {NS}:tasks MAXLEN 0",
+        f"XGROUP CREATE {NS}:tasks console 0",
+        f"DEL {NS}:tasks",
+        f"HSET {NS}:task:t1 state done",
+        f"SET {NS}:done:t1 forged",
+        f"SET {NS}:cancelled:t1 forged",
+        f"HINCRBY {NS}:totals claude|m|tasks 1",
+        f"ZREMRANGEBYSCORE {NS}:members -inf +inf",
+        f"HSET {NS}:member:console-1 service console",
+        f"EVALSHA {SHA} 1 {NS}:findings",
+        "GET other-swarm:done:t1",  # another namespace
+        "FLUSHALL",
+        "CONFIG GET maxmemory",
     ],
     "default": ["PING", f"XADD {NS}:tasks * prompt hi"],
 }
@@ -555,6 +608,58 @@ async def test_the_swarm_runs_as_its_own_users_without_one_denial(
     assert results == [0, 0, 0, 0]
     denials = [(e["username"], e["context"], e["reason"], e["object"]) for e in log]
     assert denials == []
+
+
+async def test_the_console_reads_and_acts_as_its_own_user_without_one_denial(
+    acl_server: AclServer,
+) -> None:
+    """Every read of the console's pages, a cancel and a replay (the `swarm` command's own,
+    which the console runs) as the `console` user: all allowed, and the replay's script
+    does all its work (XADD, XDEL, claim released) under that user."""
+    names = Names(NS)
+    admin = connect(acl_server.url("swarm-admin"), BusSettings())
+    await admin.execute_command("ACL", "LOG", "RESET")
+    await admin.xadd(names.intake, encode(Task(task_id="task_console_1", prompt="Queued.")))
+    await admin.hset(names.task("task_console_1"), mapping={"state": "routed", "vendor": "claude"})
+    await admin.xadd(names.findings, {"task_id": "t", "vendor": "claude", "model": "m"})
+    rejected = await admin.xadd(
+        names.rejected,
+        {"reason": "complexty: is not a field of Task", "field": "complexty",
+         "source_stream": names.intake, "source_id": "1-0", "orig:prompt": "Replay me."},
+    )  # fmt: skip
+    swarm = swarm_as(acl_server, "console")
+    console = connect(swarm.redis_url.get_secret_value(), BusSettings())
+    try:
+        live = await console_data.members(console, names)
+        streams = await console_data.stream_rows(
+            console, await console_data.stream_names(console, names, live)
+        )
+        assert names.intake in [s.stream for s in streams]
+        page = await console_data.task_page(console, names, before=None, size=10)
+        assert page.rows[0].task_id == "task_console_1"  # the newest
+        detail = await console_data.task_detail(console, names, "task_console_1")
+        assert detail.record["state"] == "routed"
+        total, records = await console_data.record_page(
+            console, names.rejected, before=None, size=10
+        )
+        assert total >= 1 and records.rows[0].id == rejected.decode()
+        window = CostWindow(names.findings, window_s=3600)
+        await window.refresh(console)
+        assert sum(r.usage.findings for r in window.rows()) >= 1
+        actions = Actions(swarm, timeout_s=60)
+        cancelled = await actions.cancel("task_console_1")
+        replayed = await actions.replay("rejected", rejected.decode())
+        log = await admin.acl_log()
+        assert await admin.xrange(names.rejected, rejected, rejected) == []
+        [(_, request)] = await admin.xrevrange(names.cancels, count=1)
+    finally:
+        await console.aclose()
+        await admin.aclose()
+    assert cancelled.ok, cancelled.message
+    assert "cancel of task task_console_1 posted" in cancelled.message
+    assert replayed.ok and f"replayed {rejected.decode()} to {NS}:tasks" in replayed.message
+    assert request[b"task_id"] == b"task_console_1"
+    assert [(e["username"], e["object"]) for e in log] == []
 
 
 # -- TLS: rediss:// URLs ------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import asyncio
 import time
 from collections.abc import Mapping
 
+import structlog
 from redis.asyncio import Redis
 
 from services.dispatcher.router import Fleet
@@ -16,6 +17,8 @@ from shared.bus.membership import member_models
 from shared.bus.spend import SpendBook
 from shared.protocol import Names
 from shared.runtime.metrics import Metrics
+
+log = structlog.get_logger("swarm.dispatcher")
 
 
 def is_worker(member: Mapping[str, str]) -> bool:
@@ -56,6 +59,8 @@ class FleetView:
         self._live_grace_s = live_grace_s
         self._cooling: dict[tuple[str, str], float] = {}
         self._spent: dict[tuple[str, str], tuple[float, float]] = {}  # (kind, name) -> (spent, cap)
+        # (kind, name) -> findings of unpriced models this period, not in `_spent`
+        self.unpriced: dict[tuple[str, str], int] = {}
         # vendor -> the variable its workers miss: every live one runs unconfigured (idle)
         self.unconfigured: dict[str, str] = {}
         self._refreshing: asyncio.Task[Fleet] | None = None
@@ -136,8 +141,18 @@ class FleetView:
         self, spend: SpendBook, kind: str, caps: Mapping[str, float]
     ) -> dict[str, tuple[float, float]]:
         spent = await spend.spent(kind, list(caps))
+        unpriced = await spend.unpriced(kind, list(caps))
         for n, cap in caps.items():
             self._spent[(kind, n)] = (spent[n], cap)
+            if unpriced[n] > self.unpriced.get((kind, n), 0):  # say so once per new count
+                log.warning(
+                    "budget.unpriced",
+                    kind=kind,
+                    name=n,
+                    findings=unpriced[n],
+                    note="findings of unpriced models: their cost is unknown, not in the cap",
+                )
+            self.unpriced[(kind, n)] = unpriced[n]
         return {n: (spent[n], cap) for n, cap in caps.items() if spent[n] >= cap}
 
     def export(self, metrics: Metrics) -> None:
@@ -151,3 +166,4 @@ class FleetView:
         for (kind, name), (spent, cap) in self._spent.items():
             metrics.budget_spent.labels(kind, name).set(spent)
             metrics.budget_cap.labels(kind, name).set(cap)
+            metrics.budget_unpriced.labels(kind, name).set(self.unpriced.get((kind, name), 0))

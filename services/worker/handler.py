@@ -49,7 +49,7 @@ class CooldownBook(Protocol):
 
 
 class SpendLedger(Protocol):
-    async def record(self, vendor: str, task_type: str, cost_usd: float) -> None: ...
+    async def record(self, vendor: str, task_type: str, cost_usd: float | None) -> None: ...
 
 
 class ContextSource(Protocol):
@@ -151,7 +151,8 @@ class Worker:
                     self.limiter.settle(estimate, response.usage.total_tokens), "ratelimit.settle"
                 )
             finding = self._finding(task, response, sources, attempt, started)
-            if self.spend is not None and finding.cost_usd:
+            # An unpriced finding (cost None) is counted apart, never as $0.
+            if self.spend is not None and finding.cost_usd != 0:
                 await _quietly(
                     self.spend.record(self.vendor, task.task_type, finding.cost_usd), "spend"
                 )

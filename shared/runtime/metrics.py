@@ -69,6 +69,7 @@ class Metrics:
     cooldown_active: Gauge
     budget_spent: Gauge
     budget_cap: Gauge
+    budget_unpriced: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> Metrics:
@@ -310,6 +311,13 @@ class Metrics:
             budget_cap=Gauge(
                 "swarm_budget_cap_usd",
                 "The period cap of a vendor or task type (SWARM_DISPATCHER_*_CAPS_USD).",
+                ["kind", "name"],
+                registry=reg,
+            ),
+            budget_unpriced=Gauge(
+                "swarm_budget_unpriced_findings",
+                "Findings of unpriced models this budget period by a capped vendor or task "
+                "type: their cost is unknown, so not in swarm_budget_spent_usd.",
                 ["kind", "name"],
                 registry=reg,
             ),

@@ -16,8 +16,12 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
+from services.dispatcher.fleet import FleetView
+from shared.bus import Cooldowns
 from shared.bus.findings import TaskView, task_view, totals_by_model
+from shared.bus.spend import SpendBook
 from shared.protocol import Names, Task, encode
+from shared.runtime.metrics import Metrics
 from tests.chaos.checks import POLICY, sim_config
 from tests.cli.conftest import Swarm
 from tests.swarm_procs import SwarmProcs
@@ -105,6 +109,11 @@ async def test_tasks_pinned_to_the_vendor_or_its_models_are_done_unpriced(
         status = await swarm_cli(redis_url, names, "status")
         findings = await swarm_cli(redis_url, names, "findings", "by-vendor")
         calls = (await swarm.sim_stats())["by_model"]
+        spend = SpendBook(redis, names)
+        spent, unpriced = (
+            await spend.spent("vendor", [COMPAT]),
+            await spend.unpriced("vendor", [COMPAT]),
+        )
 
     for view, model in ((by_vendor, "my-llama"), (by_model, "my-qwen")):
         s = view.summary
@@ -116,6 +125,7 @@ async def test_tasks_pinned_to_the_vendor_or_its_models_are_done_unpriced(
     assert totals[(COMPAT, "my-llama")].unpriced == 1 == totals[(COMPAT, "my-qwen")].unpriced
     assert totals[(COMPAT, "my-llama")].cost_usd == 0.0  # nothing priced was added
     assert "2 findings of unpriced models not included" in status, status
+    assert (spent, unpriced) == ({COMPAT: 0.0}, {COMPAT: 2})  # counted apart, not as $0
     assert "unpriced" in findings and "$0.000000" not in findings, findings
 
 
@@ -205,3 +215,22 @@ async def test_when_the_worker_leaves_pinned_tasks_are_refused_with_the_reason(
     assert "no live worker of it announces one" in (after_vendor.findings[0].error or "")
     reasons = [fields[b"reason"].decode() for _, fields in rejected]
     assert len(reasons) == 2 and all("my-llama" in r or COMPAT in r for r in reasons)
+
+
+async def test_a_capped_budget_says_how_many_findings_it_cannot_price(
+    redis: Redis, names: Names
+) -> None:
+    spend = SpendBook(redis, names)
+    await spend.record(COMPAT, "general", None)
+    await spend.record(COMPAT, "general", None)
+    await spend.record(COMPAT, "general", 0.25)
+    view = FleetView(
+        redis, names, Cooldowns(redis, names), 0.0, spend=spend, vendor_caps={COMPAT: 1.0}
+    )
+    await view.get()
+    metrics = Metrics.create()
+    view.export(metrics)
+    labels = {"kind": "vendor", "name": COMPAT}
+    assert metrics.registry.get_sample_value("swarm_budget_spent_usd", labels) == 0.25
+    assert metrics.registry.get_sample_value("swarm_budget_unpriced_findings", labels) == 2
+    assert await spend.unpriced("task_type", ["general"]) == {"general": 2}

@@ -34,8 +34,9 @@ SERVICES: dict[str, str] = {
     "dispatcher": "services.dispatcher.main:run",
     "megashard": "services.megashard.main:run",
     "collector": "services.collector.main:run",
+    "console": "services.console.cli:run",
 }
-PLANNED = ("dispatcher", "worker", "megashard", "collector", "simulator")
+PLANNED = ("dispatcher", "worker", "megashard", "collector", "simulator", "console")
 
 
 def _version() -> str:

@@ -181,7 +181,7 @@ def tasks_section(p: Page[TaskRow], *, before: str | None) -> str:
                 task_link(r.task_id),
                 h(r.prompt),
                 h(r.urgency),
-                h(r.route.get("state", "queued")),
+                h(r.route.get("state", "posted")),
                 route(r),
                 finding(r),
                 _usd(r.summary["cost_usd"]) if "cost_usd" in r.summary else "-",
@@ -206,7 +206,7 @@ def task_section(t: TaskPage, *, read_only: bool) -> str:
     if not (t.record or t.view or t.intake):
         return f'<p class="empty">No task {h(t.task_id)} in this namespace (yet?).</p>'
     status = t.view.summary.status if t.view else ""
-    state = status or t.record.get("state", "queued")
+    state = status or t.record.get("state", "posted")
     requested = t.cancel_requested and not status
     parts = [
         f'<p>State: <span id="task-state" class="status {h(state)}">{h(state)}</span>'

@@ -47,7 +47,7 @@ async def test_a_task_posted_with_redis_cli_appears_on_the_open_page_within_2s(
         seen_after = time.monotonic() - posted
         text = await row.inner_text()
         assert await page.evaluate("window.notReloaded") is True  # updated live, not reloaded
-        assert "Research supplier terms" in text and "queued" in text
+        assert "Research supplier terms" in text and "posted" in text
         # The stream is listed with its length too.
         assert names.intake in await page.inner_text("#streams")
     assert seen_after < 2.0

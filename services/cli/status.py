@@ -18,7 +18,7 @@ from redis.exceptions import RedisError, ResponseError
 from services.cli.errors import CliError
 from services.cli.shard import format_shards, shard_rows
 from shared.bus.findings import ModelTotals, totals_by_model
-from shared.bus.membership import live_members
+from shared.bus.membership import live_members, member_models
 from shared.protocol import Names
 from shared.runtime.config_errors import load_all
 from shared.runtime.redis import connect, wait_ready
@@ -131,9 +131,12 @@ def live_rows(members: list[dict[str, str]]) -> list[dict[str, Any]]:
         row = rows.setdefault(
             (service, name),
             {"service": service, "name": name, "replicas": 0, "capacity": 0, "in_flight": 0,
-             "members": [], "configured": True, "unconfigured": 0, "missing": []},
+             "members": [], "configured": True, "unconfigured": 0, "missing": [],
+             "models": []},
         )  # fmt: skip
         row["replicas"] += 1
+        if m.get("vendor") and m.get("configured") != "false":  # what its workers serve
+            row["models"] = list(dict.fromkeys([*row["models"], *member_models(m)]))
         row["capacity"] += _int(m.get("capacity"))
         row["in_flight"] += _int(m.get("in_flight"))
         row["members"].append(m.get("member_id", ""))
@@ -198,7 +201,9 @@ def format_fleet(data: dict[str, Any], where: str) -> str:
         )
         for r in live:
             cap = str(r["capacity"]) if r["capacity"] else "-"
-            note = not_configured(r)
+            note = not_configured(r) or (
+                f"serves {', '.join(r['models'])}" if r.get("models") else ""
+            )
             lines.append(
                 f"{r['service']:<22} {r['name'] or '-':<18} {r['replicas']:>4} "
                 f"{r['in_flight']:>9} {cap:>8}" + (f"  {note}" if note else "")
@@ -235,6 +240,8 @@ def format_totals(totals: list[ModelTotals]) -> list[str]:
     ]
     for t in totals:
         cost = _usd(t.cost_usd) + ("+" if t.unpriced else "")
+        if t.unpriced and t.unpriced >= t.tasks:  # nothing of it priced: unknown, not $0
+            cost = "unpriced"
         lines.append(
             f"{t.vendor + '/' + t.model:<40} {t.tasks:>7,} {t.failed:>7,} "
             f"{t.input_tokens:>12,} {t.output_tokens:>11,} {cost:>12}"

@@ -340,16 +340,17 @@ class _Router:
                 return self.chose(candidates, f"{lower}-tier", prefix=prefix)
         return None, f"over budget: cheapest viable model {numbers}; no cheaper tier fits", []
 
-    @staticmethod
-    def chose(candidates: list[Candidate], what: str, *, prefix: str = "") -> _Outcome:
-        first = candidates[0]
-        if first.cost_usd is None:
+    def chose(self, candidates: list[Candidate], what: str, *, prefix: str = "") -> _Outcome:
+        first, n = candidates[0], len(candidates)
+        if first.cost_usd is None and (first.vendor, first.model) in self.tiered:
             why = (
                 f"{prefix}unpriced operator model, listed in the policy's tiers, taken before "
-                f"the priced ones of {len(candidates)} viable {what} candidate(s)"
+                f"the priced ones of {n} viable {what} candidate(s)"
             )
+        elif first.cost_usd is None:
+            why = f"{prefix}no priced model of {n} viable {what} candidate(s); this one is unpriced"
         else:
-            why = f"{prefix}cheapest of {len(candidates)} viable {what} candidate(s)"
+            why = f"{prefix}cheapest of {n} viable {what} candidate(s)"
         return first, why, candidates
 
     def stage(self, tier: str, *, report_pins: bool) -> list[Candidate]:

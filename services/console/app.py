@@ -104,7 +104,10 @@ class Hub:
 
     async def run(self) -> None:
         while True:
-            await self.refresh()
+            try:
+                await self.refresh()
+            except Exception:  # a bug in one refresh must not end the live updates
+                log.exception("console.refresh_failed")
             await asyncio.sleep(self._s.refresh_s)
 
     async def newer(self, version: int, timeout_s: float) -> bool:

@@ -233,7 +233,8 @@ async def task_detail(redis: Redis, names: Names, task_id: str) -> TaskPage:
     record = {text(k): text(v) for k, v in record_raw.items() if not text(k).startswith("entry:")}
     view = await task_view(redis, names, task_id)
     intake: dict[str, str] = {}
-    entry = record.get("intake_id") or task_id
+    # The intake entry: the task's id when it named none, else its findings say which.
+    entry = next((f.intake_id for f in view.findings if f.intake_id), task_id) if view else task_id
     try:
         found: Any = await redis.xrange(names.intake, min=entry, max=entry)
     except ResponseError:  # not an entry id: a task that named its own id

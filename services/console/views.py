@@ -27,6 +27,16 @@ def _when(entry_id: str) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def _stamp(key: str, value: str) -> str:
+    """A `..._at` field in unix seconds, as UTC time; anything else as it is."""
+    if not key.endswith("_at"):
+        return value
+    try:
+        return datetime.fromtimestamp(float(value), UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except (ValueError, OverflowError, OSError):
+        return value
+
+
 def _usd(raw: float | str | None) -> str:
     if raw is None or raw in ("", UNPRICED):
         return "unpriced"
@@ -272,7 +282,8 @@ def task_section(t: TaskPage, *, read_only: bool) -> str:
 
 def _kv(d: dict[str, str], raw: tuple[str, ...] = ()) -> str:
     rows = "".join(
-        f"<tr><th>{h(k)}</th><td>{v if k in raw else h(v)}</td></tr>" for k, v in d.items()
+        f"<tr><th>{h(k)}</th><td>{v if k in raw else h(_stamp(k, v))}</td></tr>"
+        for k, v in d.items()
     )
     return f'<table class="kv">{rows}</table>'
 

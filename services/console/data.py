@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from shared.bus.findings import TaskView, task_view
+from shared.bus.membership import member_models
 from shared.bus.streamids import text
 from shared.llm.settings import VENDORS
 from shared.protocol import DecodeError, Names, Rejection, decode_rejection
@@ -39,6 +40,7 @@ class FleetRow:
     capacity: int
     unconfigured: int
     missing: tuple[str, ...]
+    models: tuple[str, ...] = ()  # what its workers announce they serve
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +112,10 @@ def fleet_rows(live: list[dict[str, str]]) -> list[FleetRow]:
     acc: dict[tuple[str, str], dict[str, Any]] = {}
     for m in live:
         key = (m.get("service", "?"), m.get("vendor") or m.get("shard_id") or "")
-        row = acc.setdefault(key, {"n": 0, "busy": 0, "cap": 0, "idle": 0, "missing": set()})
+        row = acc.setdefault(
+            key, {"n": 0, "busy": 0, "cap": 0, "idle": 0, "missing": set(), "models": {}}
+        )
+        row["models"].update(dict.fromkeys(member_models(m)))
         row["n"] += 1
         row["busy"] += _int(m.get("in_flight"))
         row["cap"] += _int(m.get("capacity"))
@@ -118,7 +123,16 @@ def fleet_rows(live: list[dict[str, str]]) -> list[FleetRow]:
             row["idle"] += 1
             row["missing"].update(v for v in m.get("missing", "").split(",") if v)
     return [
-        FleetRow(s, n, r["n"], r["busy"], r["cap"], r["idle"], tuple(sorted(r["missing"])))
+        FleetRow(
+            s,
+            n,
+            r["n"],
+            r["busy"],
+            r["cap"],
+            r["idle"],
+            tuple(sorted(r["missing"])),
+            tuple(r["models"]),
+        )
         for (s, n), r in sorted(acc.items())
     ]
 

@@ -101,11 +101,12 @@ def fleet_section(rows: list[FleetRow]) -> str:
         return h(f"{r.unconfigured} not configured (set {what})")
 
     return _table(
-        ["Service", "Vendor / shard", "Live", "In flight", "Capacity", ""],
+        ["Service", "Vendor / shard", "Models", "Live", "In flight", "Capacity", ""],
         (
             [
                 h(r.service),
                 h(r.name or "-"),
+                h(", ".join(r.models) or "-"),
                 str(r.replicas),
                 str(r.in_flight),
                 str(r.capacity or "-"),

@@ -35,6 +35,12 @@ async def test_a_cancel_from_the_task_page_cancels_the_task(
         async with running_console(
             fleet.env["REDIS_URL"], "swarm", tmp_path / "logs", token=TOKEN
         ) as console:
+            overview = await open_live(browser, console.url)
+            worker = overview.locator("#fleet tr", has_text="worker-deepseek").locator("td")
+            # service, vendor, models, live, in flight, capacity
+            assert await worker.nth(1).inner_text() == "deepseek"
+            assert await worker.nth(3).inner_text() == "1"
+            assert await worker.nth(4).inner_text() == "1"  # the slow call
             page = await open_live(browser, f"{console.url}/task/slow")
             assert await page.inner_text("#task-state") in ("routed", "running")
             await page.fill("#token", TOKEN)

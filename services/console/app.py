@@ -28,6 +28,8 @@ from prometheus_client.exposition import choose_encoder
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import (
     HTMLResponse,
@@ -367,6 +369,7 @@ def create_app(
         swarm, bus, settings, actions or Actions(swarm, timeout_s=settings.action_timeout_s)
     )
     return Starlette(
+        middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=settings.hosts)],
         routes=[
             Route("/", c.overview),
             Route("/tasks", c.tasks),

@@ -27,6 +27,11 @@ class ConsoleSettings(BaseSettings):
         default=None, description="unlocks replay and cancel; unset: the console is read-only"
     )
     token_file: Path | None = Field(default=None, description="a file holding the token")
+    allowed_hosts: str = Field(
+        default="127.0.0.1,localhost",
+        description="Host headers answered, comma-separated ('*': any); others get 400, so a "
+        "web page cannot read the console through a rebound DNS name",
+    )
     page_size: int = Field(default=50, ge=1, le=500, description="rows per page")
     refresh_s: float = Field(default=1.0, gt=0, le=60, description="live updates this often")
     window_s: float = Field(default=3600.0, gt=0, description="cost and tokens over this long")
@@ -54,3 +59,7 @@ class ConsoleSettings(BaseSettings):
     @property
     def read_only(self) -> bool:
         return self.token is None
+
+    @property
+    def hosts(self) -> list[str]:
+        return [h.strip() for h in self.allowed_hosts.split(",") if h.strip()] or ["*"]

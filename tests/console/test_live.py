@@ -137,9 +137,11 @@ async def test_metrics_livez_and_readyz_answer(
         running_console(redis_url, names.namespace, tmp_path) as console,
         httpx.AsyncClient(base_url=console.url) as client,
     ):
+        rebound = await client.get("/", headers={"Host": "attacker.example"})
         live = await client.get("/livez")
         ready = await client.get("/readyz")
         metrics = await client.get("/metrics")
+    assert rebound.status_code == 400  # a rebound DNS name cannot read the pages
     assert (live.status_code, live.text) == (200, "ok\n")
     assert (ready.status_code, ready.text) == (200, "ok\n")
     assert metrics.status_code == 200 and "process_cpu_seconds_total" in metrics.text

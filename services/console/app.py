@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import hmac
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from urllib.parse import quote, urlencode
@@ -66,10 +67,13 @@ class Hub:
         self.window = CostWindow(names.findings, window_s=settings.window_s)
         self.sections: dict[str, str] = {}
         self.version = 0
+        self.watchers = 0  # open overview streams: with none, the hub reads nothing
+        self._fresh_at = float("-inf")  # when `sections` were last read (monotonic)
         self._changed = asyncio.Condition()
 
     async def refresh(self) -> None:
         r, n = self._redis, self._names
+        self._fresh_at = time.monotonic()
         try:
             live = await data.members(r, n)
             streams = await data.stream_rows(r, await data.stream_names(r, n, live))
@@ -105,12 +109,21 @@ class Hub:
             self._changed.notify_all()
 
     async def run(self) -> None:
+        """Refresh every `refresh_s` while a page watches (a console nobody looks at costs
+        Redis nothing)."""
         while True:
-            try:
-                await self.refresh()
-            except Exception:  # a bug in one refresh must not end the live updates
-                log.exception("console.refresh_failed")
+            if self.watchers:
+                try:
+                    await self.refresh()
+                except Exception:  # a bug in one refresh must not end the live updates
+                    log.exception("console.refresh_failed")
             await asyncio.sleep(self._s.refresh_s)
+
+    async def current(self) -> dict[str, str]:
+        """The sections, read again first when older than one refresh."""
+        if time.monotonic() - self._fresh_at >= self._s.refresh_s:
+            await self.refresh()
+        return self.sections
 
     async def newer(self, version: int, timeout_s: float) -> bool:
         """Wait until the sections are newer than `version`; False on timeout."""
@@ -195,9 +208,7 @@ class Console:
     # -- pages -------------------------------------------------------------------------------
 
     async def overview(self, _request: Request) -> Response:
-        if not self.hub.sections:
-            await self.hub.refresh()
-        s = self.hub.sections
+        s = await self.hub.current()
 
         def sec(key: str, title: str) -> str:
             return f'<section><h2>{title}</h2><div id="{key}">{s.get(key, "")}</div></section>'
@@ -271,12 +282,16 @@ class Console:
 
     async def _overview_stream(self) -> AsyncIterator[str]:
         version = -1
-        while True:
-            if await self.hub.newer(version, KEEPALIVE_S):
-                version = self.hub.version
-                yield _sse(self.hub.sections)
-            else:
-                yield ": keepalive\n\n"
+        self.hub.watchers += 1
+        try:
+            while True:
+                if await self.hub.newer(version, KEEPALIVE_S):
+                    version = self.hub.version
+                    yield _sse(self.hub.sections)
+                else:
+                    yield ": keepalive\n\n"
+        finally:
+            self.hub.watchers -= 1
 
     async def _task_stream(self, task_id: str) -> AsyncIterator[str]:
         last, quiet = None, 0.0

@@ -62,13 +62,17 @@ class CostWindow:
     async def refresh(self, redis: Redis, *, now_ms: int | None = None) -> None:
         """Read up to `batch` findings after the last one read; drop expired buckets."""
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-        start = f"({self._last}" if self._last else str(now_ms - self._window_ms)
+        oldest_ms = now_ms - self._window_ms
+        if self._last and int(self._last.split("-", maxsplit=1)[0]) >= oldest_ms:
+            start = f"({self._last}"
+        else:  # the first read, or after a pause longer than the window
+            start = str(oldest_ms)
         raw: Any = await redis.xrange(self._stream, min=start, max="+", count=self._batch)
         for entry_id, fields in raw:
             self._last = text(entry_id)
             self._add(int(self._last.split("-")[0]), fields)
         self.caught_up = len(raw) < self._batch
-        oldest = (now_ms - self._window_ms) // _BUCKET_MS
+        oldest = oldest_ms // _BUCKET_MS
         for minute in [m for m in self._buckets if m < oldest]:
             del self._buckets[minute]
 

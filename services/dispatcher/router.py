@@ -127,10 +127,13 @@ class Decision:
         if self.dropped:
             lines.append("dropped:")
             lines.extend(f"   x {d.model} ({d.vendor}): {d.reason}" for d in self.dropped)
+        c = self.chosen
         chosen = (
-            f"{self.chosen.model} ({self.chosen.vendor}) at {_usd(self.chosen.cost_usd)}"
-            if self.chosen
-            else "nothing"
+            "nothing"
+            if c is None
+            else f"{c.model} ({c.vendor}), unpriced"
+            if c.cost_usd is None
+            else f"{c.model} ({c.vendor}) at {_usd(c.cost_usd)}"
         )
         lines.append(f"decision: {chosen}: {self.reason}")
         return "\n".join(lines)

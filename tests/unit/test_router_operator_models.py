@@ -4,6 +4,9 @@ with its cost unknown (None), never $0. Pure, no Redis."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import tomllib
 from importlib import resources
 from pathlib import Path
@@ -202,3 +205,18 @@ def _llama_price() -> PriceTable:
             }
         }
     )
+
+
+def test_swarm_route_reads_the_policy_file_the_dispatcher_reads(tmp_path: Path) -> None:
+    text = (
+        resources.files("services.dispatcher").joinpath("policy.toml").read_text()
+        + '\n[models."my-llama"]\nvendor = "openai-compatible"\n'
+    ).replace("models = [\n", 'models = [\n    "my-llama",\n', 1)  # the simple tier
+    (tmp_path / "policy.toml").write_text(text)
+    env = {**os.environ, "SWARM_DISPATCHER_POLICY_FILE": str(tmp_path / "policy.toml")}
+    res = subprocess.run(
+        [sys.executable, "-m", "services.cli.main", "route", "hello", "--complexity", "simple"],
+        capture_output=True, text=True, timeout=60, check=False, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith(f"{COMPAT}/my-llama  (simple, est. unpriced)"), res.stdout

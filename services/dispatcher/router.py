@@ -127,13 +127,13 @@ class Decision:
         if self.dropped:
             lines.append("dropped:")
             lines.extend(f"   x {d.model} ({d.vendor}): {d.reason}" for d in self.dropped)
-        c = self.chosen
+        pick = self.chosen
         chosen = (
             "nothing"
-            if c is None
-            else f"{c.model} ({c.vendor}), unpriced"
-            if c.cost_usd is None
-            else f"{c.model} ({c.vendor}) at {_usd(c.cost_usd)}"
+            if pick is None
+            else f"{pick.model} ({pick.vendor}), unpriced"
+            if pick.cost_usd is None
+            else f"{pick.model} ({pick.vendor}) at {_usd(pick.cost_usd)}"
         )
         lines.append(f"decision: {chosen}: {self.reason}")
         return "\n".join(lines)

@@ -127,12 +127,18 @@ class FleetView:
         """Whether any worker has been seen since this dispatcher started."""
         return bool(self._last_seen)
 
+    async def fresh(self) -> Fleet:
+        """The fleet read now, not at the next refresh: before refusing a task pinned to a
+        model no price table knows, since the worker that announces it may have joined
+        since the last read (up to `refresh_s` ago)."""
+        self._read_at = float("-inf")
+        return await self.get()
+
     async def wait_for_workers(self, timeout_s: float) -> Fleet:
         """The fleet once a worker is live, or as it is after `timeout_s` (a cold start)."""
         deadline = time.monotonic() + timeout_s
         while True:
-            self._read_at = float("-inf")  # read it now, not at the next refresh
-            fleet = await self.get()
+            fleet = await self.fresh()
             if fleet.live or time.monotonic() >= deadline:
                 return fleet
             await asyncio.sleep(min(0.25, max(deadline - time.monotonic(), 0.0)))

@@ -17,7 +17,7 @@ from pathlib import Path
 from redis.asyncio import Redis
 
 from services.dispatcher.fleet import FleetView
-from shared.bus import Cooldowns
+from shared.bus import Cooldowns, Heartbeat
 from shared.bus.findings import TaskView, task_view, totals_by_model
 from shared.bus.spend import SpendBook
 from shared.protocol import Names, Task, encode
@@ -234,3 +234,16 @@ async def test_a_capped_budget_says_how_many_findings_it_cannot_price(
     assert metrics.registry.get_sample_value("swarm_budget_spent_usd", labels) == 0.25
     assert metrics.registry.get_sample_value("swarm_budget_unpriced_findings", labels) == 2
     assert await spend.unpriced("task_type", ["general"]) == {"general": 2}
+
+
+async def test_the_fleet_read_afresh_sees_a_worker_that_joined_since_the_last_read(
+    redis: Redis, names: Names
+) -> None:
+    view = FleetView(redis, names, Cooldowns(redis, names), 60.0)
+    assert (await view.get()).models == {}
+    await Heartbeat(
+        redis, names, f"{WORKER}-late", service=f"worker-{COMPAT}", interval_s=1, ttl_s=30,
+        info={"vendor": COMPAT, "model": "my-llama", "models": "my-llama,my-qwen"},
+    ).beat()  # fmt: skip
+    assert (await view.get()).models == {}  # cached for its refresh interval
+    assert (await view.fresh()).models == {COMPAT: frozenset({"my-llama", "my-qwen"})}

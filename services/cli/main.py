@@ -191,12 +191,12 @@ def cmd_route(args: argparse.Namespace) -> int:
 
     from services.dispatcher.policy import Policy  # noqa: PLC0415
     from services.dispatcher.router import Fleet, route  # noqa: PLC0415
+    from services.dispatcher.settings import DispatcherSettings  # noqa: PLC0415
     from shared.llm.registry import price_table  # noqa: PLC0415
     from shared.llm.settings import VendorSettings  # noqa: PLC0415
     from shared.protocol import DecodeError, Task, decode  # noqa: PLC0415
     from shared.runtime.config_errors import load_all  # noqa: PLC0415
 
-    from services.dispatcher.settings import DispatcherSettings  # noqa: PLC0415
     fields = {"prompt": args.prompt}
     if args.context_file:
         fields["context"] = Path(args.context_file).read_text()

@@ -1,6 +1,7 @@
 """The console in a real browser: a task posted with redis-cli shows up on the open page
 by itself; replay and cancel are refused, saying why, without the token, and a replay with
-it puts the record back; the health endpoints answer as every service's do."""
+it puts the record back; the health endpoints answer as every service's do; a console
+nobody has open reads nothing from Redis."""
 
 from __future__ import annotations
 
@@ -14,7 +15,10 @@ import pytest
 from playwright.async_api import Browser
 from redis.asyncio import Redis
 
+from services.cli.redis_finder import private_redis_server
 from shared.protocol import Names, Task, encode
+from shared.runtime.redis import connect
+from shared.runtime.settings import BusSettings
 from tests.console.conftest import open_live, running_console
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-cli") is None, reason="needs redis-cli")
@@ -145,3 +149,20 @@ async def test_metrics_livez_and_readyz_answer(
     assert (live.status_code, live.text) == (200, "ok\n")
     assert (ready.status_code, ready.text) == (200, "ok\n")
     assert metrics.status_code == 200 and "process_cpu_seconds_total" in metrics.text
+
+
+async def test_a_console_nobody_watches_reads_nothing(tmp_path: Path) -> None:
+    with private_redis_server() as (url, _):
+        redis = connect(url, BusSettings())
+        try:
+            async with running_console(url, "idle", tmp_path) as console:
+                await redis.config_resetstat()
+                await asyncio.sleep(3)  # three refresh periods, no page open
+                idle = await redis.info("commandstats")
+                async with httpx.AsyncClient(base_url=console.url) as client:
+                    assert (await client.get("/")).status_code == 200
+                watched = await redis.info("commandstats")
+        finally:
+            await redis.aclose()
+    assert not {"cmdstat_xrevrange", "cmdstat_xlen", "cmdstat_zrangebyscore"} & set(idle)
+    assert watched["cmdstat_xrevrange"]["calls"] >= 1  # a page load reads at once

@@ -46,6 +46,7 @@ ORDER = (
     "chaos-neighbour",
     "chaos-outage-shutdown",
     "chaos-outage-sigkill",
+    "urgency",
 )
 TITLES = {
     "peers": "swarmbus against its peers",
@@ -63,6 +64,7 @@ TITLES = {
     "chaos-neighbour": "Fault test: a noisy neighbour's keys on the same Redis",
     "chaos-outage-shutdown": "Fault test: Redis shut down for 5 s mid-run",
     "chaos-outage-sigkill": "Fault test: Redis SIGKILLed for 5 s mid-run",
+    "urgency": "Urgency: waiting time per level behind a backlog, against one FIFO queue",
 }
 # The fault and load tests' figures (tests/chaos/results.py), what each run was.
 CHAOS = {

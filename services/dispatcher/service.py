@@ -174,7 +174,7 @@ class Intake:
         )
         record = self._record(task, "routed", decision)
         return [
-            Outgoing(self.names.vendor_tasks(chosen.vendor), encode(routed)),
+            Outgoing(self.names.vendor_tasks(chosen.vendor, task.urgency), encode(routed)),
             # No TTL here: the claim has just set the record's (one PEXPIRE per task).
             SetFields(self.names.task(task.task_id), record),
         ]

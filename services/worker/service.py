@@ -107,8 +107,8 @@ async def run_worker(
                     settings,
                     spend=SpendBook(redis, names, period_s=settings.budget_period_s),
                 )
-                sub = ctx.bus.subscribe(
-                    names.vendor_tasks(vendor), Names.worker_group(vendor), ctx.member_id
+                sub = ctx.bus.subscribe_by_urgency(
+                    names.vendor_task_levels(vendor), Names.worker_group(vendor), ctx.member_id
                 )
                 await sub.start()
                 ctx.live_info.append(lambda: {"in_flight": str(sub.in_flight)})

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, MutableSequence
+from collections.abc import Iterable, Mapping, MutableSequence, Sequence
 
 from redis.asyncio import Redis
 
 from shared.bus.delivery import Outgoing
+from shared.bus.priority import PrioritySubscription
 from shared.bus.subscription import Subscription, ensure_group
 from shared.protocol.names import Names
 from shared.runtime.health import ReadinessCheck
@@ -66,6 +67,23 @@ class Bus:
             self.settings,
             self.metrics,
             stream=stream,
+            group=group,
+            consumer=consumer,
+            readiness=self.readiness,
+        )
+
+    def subscribe_by_urgency(
+        self, streams: Sequence[str], group: str, consumer: str
+    ) -> PrioritySubscription:
+        """Like `subscribe`, over several streams read most urgent (first) first, within one
+        `max_in_flight`; a lower one is read at least once per `urgency_aging_s` while
+        higher ones keep it busy (see docs/protocol.md, "Urgency")."""
+        return PrioritySubscription(
+            self.redis,
+            self.names,
+            self.settings,
+            self.metrics,
+            streams=streams,
             group=group,
             consumer=consumer,
             readiness=self.readiness,

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import structlog
 
 from shared.bus.delivery import DeadLetter, Delivery, Effect
+from shared.bus.priority import PrioritySubscription
 from shared.bus.subscription import Subscription
 from shared.runtime.redis import REDIS_UNAVAILABLE
 
@@ -41,7 +42,11 @@ class ServeStats:
 
 
 async def serve(
-    sub: Subscription, handler: Handler, *, stop: asyncio.Event, drain_timeout_s: float
+    sub: Subscription | PrioritySubscription,
+    handler: Handler,
+    *,
+    stop: asyncio.Event,
+    drain_timeout_s: float,
 ) -> ServeStats:
     """Hand each delivery to `handler` in its own task until `stop` is set, then drain.
 
@@ -77,7 +82,7 @@ async def serve(
     return stats
 
 
-async def _stop_on(stop: asyncio.Event, sub: Subscription) -> None:
+async def _stop_on(stop: asyncio.Event, sub: Subscription | PrioritySubscription) -> None:
     await stop.wait()
     sub.stop()
 

@@ -19,7 +19,7 @@ import contextlib
 import random
 import time
 from collections import deque
-from collections.abc import MutableSequence
+from collections.abc import MutableSequence, Sequence
 from typing import Any
 
 import structlog
@@ -29,6 +29,7 @@ from redis.exceptions import ResponseError
 from shared.bus import streamids
 from shared.bus.acker import Acker, AckOp
 from shared.bus.delivery import Delivery, Effect, Fields, Outgoing
+from shared.bus.slots import Slots
 from shared.protocol.names import Names
 from shared.runtime.health import ReadinessCheck
 from shared.runtime.metrics import Metrics
@@ -60,6 +61,23 @@ if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) > 0 then
 end
 redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
 return 1
+"""
+
+# Read urgency levels in the order given (KEYS) into ARGV[3] free slots, in one round trip:
+# each level is read only with the room the ones before it left. Returns one entry list
+# per level read, in order (a level not reached has none).
+_PRIORITY_READ_LUA = """
+local n = tonumber(ARGV[3])
+local out = {}
+for _, key in ipairs(KEYS) do
+  if n <= 0 then break end
+  local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', n, 'STREAMS', key, '>')
+  local entries = {}
+  if r then entries = r[1][2] end
+  out[#out + 1] = entries
+  n = n - #entries
+end
+return out
 """
 
 _Entry = tuple[str, dict[bytes, bytes], int, str]  # id, fields, deliveries, cause
@@ -99,6 +117,8 @@ class Subscription:
         group: str,
         consumer: str,
         readiness: MutableSequence[ReadinessCheck] | None = None,
+        slots: Slots | None = None,
+        reads: bool = True,
     ) -> None:
         self.stream = stream
         self.group = group
@@ -110,9 +130,17 @@ class Subscription:
         self._acker = Acker(redis, stream, group, metrics)
         self._queue: deque[_Entry] = deque()
         self._queued_ids: set[str] = set()
-        self._queue_ready = asyncio.Event()
-        self._room = asyncio.Event()
-        self._room.set()
+        # Shared with the other urgency levels this consumer reads, if any (see priority.py).
+        self._slots = slots if slots is not None else Slots(settings.max_in_flight)
+        self._slots.holders.append(self)
+        self._queue_ready = self._slots.ready
+        self._room = self._slots.room
+        # The subscriptions this one reads for, highest urgency first (itself included);
+        # `reads=False` for the others, whose reading their leader does.
+        self._reads = reads
+        self._levels: tuple[Subscription, ...] = (self,)
+        self._aging_s = float("inf")
+        self._reached_at: list[float] = [time.monotonic()]
         self._stop = asyncio.Event()
         self._in_flight: dict[str, Delivery] = {}
         self._acking: set[str] = set()  # entries whose ack is on the wire
@@ -120,6 +148,7 @@ class Subscription:
         self._autoclaim_cursor = "0-0"
         self._failure: BaseException | None = None
         self._refresh = redis.register_script(_REFRESH_LUA)
+        self._priority_read = redis.register_script(_PRIORITY_READ_LUA)
         self._forget = redis.register_script(_FORGET_LUA)
         self._reader = redis.client()  # its own connection, so stop() can unblock it
         self._reader_id: int | None = None
@@ -140,14 +169,18 @@ class Subscription:
     async def start(self) -> None:
         await ensure_group(self._redis, self.stream, self.group)
         self._healthy_at = time.monotonic()
-        for name, coro in (
+        jobs = [
             ("acker", self._acker.run()),
             ("reader", self._read_loop()),
             ("reclaimer", self._every(self._s.reclaim_interval_s, self._reclaim)),
             ("lease", self._every(self._s.visibility_timeout_s / 3, self._refresh_leases)),
             ("trimmer", self._every(self._s.trim_interval_s, self._trim)),
             ("backlog", self._every(self._s.backlog_interval_s, self._report_backlog)),
-        ):
+        ]
+        if not self._reads:
+            jobs[1][1].close()  # never started: a leader reads for this level
+            del jobs[1]
+        for name, coro in jobs:
             task = asyncio.create_task(coro, name=f"{self.stream}:{name}")
             task.add_done_callback(self._on_task_done)
             self._tasks.append(task)
@@ -210,6 +243,9 @@ class Subscription:
             return f"{name}: failed: {type(self._failure).__name__}: {self._failure}"
         if self._stop.is_set():
             return f"{name}: stopping"
+        return self._reader_stuck(name) if self._reads else None  # else its leader's says
+
+    def _reader_stuck(self, name: str) -> str | None:
         if self._read_task is None or self._read_task.done():
             return f"{name}: read loop not running"
         if self._waiting_for_room:
@@ -226,14 +262,23 @@ class Subscription:
 
     async def __anext__(self) -> Delivery:
         while True:
+            if not self._queue:
+                self._queue_ready.clear()
+            delivery = await self.next_queued()
+            if delivery is not None:
+                return delivery
+            await self._queue_ready.wait()
+
+    async def next_queued(self) -> Delivery | None:
+        """The next queued delivery, or None when none is queued (raises once stopped or
+        failed). Dead-letters, on the way, entries delivered too often."""
+        while True:
             if self._failure is not None:
                 raise self._failure
             if self._stop.is_set():
                 raise StopAsyncIteration
             if not self._queue:
-                self._queue_ready.clear()
-                await self._queue_ready.wait()
-                continue
+                return None
             entry_id, fields, deliveries, _cause = self._queue.popleft()
             self._queued_ids.discard(entry_id)
             if entry_id in self._in_flight:
@@ -313,14 +358,14 @@ class Subscription:
         self._handle_seconds.observe(time.monotonic() - delivery.started)
         self._update_room()
 
+    def held(self) -> int:
+        return len(self._in_flight) + len(self._queue)
+
     def _free(self) -> int:
-        return self._s.max_in_flight - len(self._in_flight) - len(self._queue)
+        return self._slots.free()
 
     def _update_room(self) -> None:
-        if self._free() > 0:
-            self._room.set()
-        else:
-            self._room.clear()
+        self._slots.update()
 
     def _enqueue(self, entries: list[_Entry]) -> None:
         for entry in entries:
@@ -333,8 +378,18 @@ class Subscription:
         self._update_room()
 
     # -- reading ---------------------------------------------------------------------------
+    def read_for(self, levels: Sequence[Subscription], aging_s: float) -> None:
+        """Read for `levels` (this one first, then lower urgencies, in order) with their
+        shared slots: highest first, except that a lower level the reads have not reached
+        for `aging_s` goes first, once: no urgency is starved for longer than that."""
+        assert levels[0] is self and all(not lv._reads for lv in levels[1:])
+        self._levels = tuple(levels)
+        self._aging_s = aging_s
+        self._reached_at = [time.monotonic()] * len(levels)
+
     async def _read_loop(self) -> None:
-        replay_from: str | None = "0-0"  # own pending entries first (crash recovery)
+        # Own pending entries first (crash recovery), level by level.
+        replays: list[tuple[Subscription, str]] = [(lv, "0-0") for lv in self._levels]
         delay = 0.1
         while not self._stop.is_set():
             try:
@@ -345,21 +400,23 @@ class Subscription:
                     finally:
                         self._waiting_for_room = False
                     self._healthy_at = time.monotonic()  # quiet while full is no fault
-                if replay_from is not None:
-                    replay_from = await self._replay(replay_from)
+                if replays:
+                    level, start = replays[0]
+                    after = await level._replay(start)
+                    if after is None:
+                        replays.pop(0)
+                    else:
+                        replays[0] = (level, after)
                     self._read_succeeded()
                     continue
-                count = min(self._s.read_count, max(self._free(), 1))
-                entries = await self._blocking_read(count)
+                await self._read_new(min(self._s.read_count, max(self._free(), 1)))
                 self._read_succeeded()
-                if entries:
-                    self._enqueue([(streamids.text(i), f, 1, "new") for i, f in entries])
                 delay = 0.1
             except REDIS_UNAVAILABLE as exc:
                 # A read Redis served whose reply was lost (a crash with the AOF kept it) left
                 # entries in our PEL unseen: once Redis answers, replay the PEL first, or they
                 # would wait for the visibility timeout. Entries held here are skipped.
-                replay_from = "0-0"
+                replays = [(lv, "0-0") for lv in self._levels]
                 self._read_error = f"{type(exc).__name__}: {exc}"
                 self._m.redis_errors.labels("read").inc()
                 log.warning("redis.unavailable", stream=self.stream, error=str(exc), retry_s=delay)
@@ -372,13 +429,51 @@ class Subscription:
                 # The stream or group vanished (deleted, or Redis restarted without
                 # persistence). Nothing of ours survives it; start the group again.
                 log.error("group.missing", stream=self.stream, group=self.group)
-                await ensure_group(self._redis, self.stream, self.group)
+                for level in self._levels:
+                    await ensure_group(self._redis, level.stream, self.group)
 
     def _read_succeeded(self) -> None:
         self._healthy_at = time.monotonic()
         self._read_error = None
 
-    async def _blocking_read(self, count: int) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    async def _read_new(self, count: int) -> None:
+        if len(self._levels) > 1:
+            await self._read_levels(count)
+            return
+        entries = await self._blocking_read({self.stream: ">"}, count)
+        if entries:
+            self._enqueue([(streamids.text(i), f, 1, "new") for i, f in entries[0][1]])
+
+    async def _read_levels(self, count: int) -> None:
+        """Read the levels into `count` free slots (the script above), without blocking;
+        if none has an entry, block until one has (a few at most, one per level)."""
+        now = time.monotonic()
+        order = list(range(len(self._levels)))
+        starved = [i for i in order[1:] if now - self._reached_at[i] > self._aging_s]
+        if starved:  # the longest unread level goes first this once
+            first = min(starved, key=lambda i: self._reached_at[i])
+            order.remove(first)
+            order.insert(0, first)
+        read: Any = await self._priority_read(
+            keys=[self._levels[i].stream for i in order],
+            args=[self.group, self.consumer, count],
+        )
+        got = 0
+        for i, entries in zip(order, read, strict=False):  # the levels the read reached
+            self._reached_at[i] = now
+            live = [(streamids.text(e[0]), _pairs(e[1])) for e in entries]
+            self._levels[i]._enqueue([(id_, f, 1, "new") for id_, f in live])
+            got += len(live)
+        if got:
+            return
+        by_stream = {lv.stream: lv for lv in self._levels}
+        for stream, entries in await self._blocking_read({s: ">" for s in by_stream}, 1):
+            level = by_stream[streamids.text(stream)]
+            level._enqueue([(streamids.text(i), f, 1, "new") for i, f in entries])
+
+    async def _blocking_read(
+        self, streams: dict[str, str], count: int
+    ) -> list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]:
         # Never cancelled: a cancelled read can still be served by Redis, and its entries
         # would sit unseen in our PEL. stop() ends it at once with CLIENT UNBLOCK instead.
         if self._reader_id is None:
@@ -387,14 +482,14 @@ class Subscription:
             result: Any = await self._reader.xreadgroup(
                 self.group,
                 self.consumer,
-                {self.stream: ">"},
+                streams,  # type: ignore[arg-type]
                 count=count,
                 block=self._s.block_ms,
             )
         except BaseException:
             self._reader_id = None  # the connection may be new next time
             raise
-        return list(result[0][1]) if result else []
+        return list(result) if result else []
 
     async def _unblock_reader(self) -> None:
         if self._reader_id is None:
@@ -582,6 +677,11 @@ async def trim_handled(redis: Redis, stream: str, *, retention_s: float, max_len
     if safe <= (0, 0):
         return 0
     return int(await redis.xtrim(stream, minid=streamids.fmt(safe), approximate=True))
+
+
+def _pairs(flat: list[bytes]) -> dict[bytes, bytes]:
+    """A script's flat field list as the dict redis-py gives for XREADGROUP."""
+    return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 def _reason_kind(record: Fields) -> str:

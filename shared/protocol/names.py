@@ -10,6 +10,9 @@ import re
 from dataclasses import dataclass
 
 DEFAULT_NAMESPACE = "swarm"
+# The Task model's urgency words, most urgent first (a string here: names stay free of
+# the message models).
+URGENCY_ORDER = ("critical", "high", "normal", "low")
 _NAMESPACE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 
 
@@ -39,10 +42,19 @@ class Names:
         """Intake entries that did not decode, with the reason and the original fields."""
         return self._k("tasks", "rejected")
 
-    def vendor_tasks(self, vendor: str) -> str:
+    def vendor_tasks(self, vendor: str, urgency: str = "normal") -> str:
         """Routed tasks for one vendor's workers (a separate prefix, so no vendor name can
-        collide with the intake's own sub-streams)."""
-        return self._k("queue", vendor)
+        collide with the intake's own sub-streams); other urgencies than normal have a
+        stream each (`swarm:queue:deepseek:high`), which the workers read first or last."""
+        if urgency == "normal":
+            return self._k("queue", vendor)
+        if urgency not in URGENCY_ORDER:
+            raise ValueError(f"urgency {urgency!r} is not one of {', '.join(URGENCY_ORDER)}")
+        return self._k("queue", vendor, urgency)
+
+    def vendor_task_levels(self, vendor: str) -> tuple[str, ...]:
+        """A vendor's task streams, the most urgent first: the order its workers read in."""
+        return tuple(self.vendor_tasks(vendor, u) for u in URGENCY_ORDER)
 
     @property
     def findings(self) -> str:

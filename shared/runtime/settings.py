@@ -85,6 +85,11 @@ class BusSettings(BaseSettings):
     max_stream_len: int = Field(
         default=1_000_000, ge=1, description="past this, handled entries are trimmed at once"
     )
+    urgency_aging_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="a lower urgency not read for this long is read first, once",
+    )
     connect_timeout_s: float = Field(default=30.0, gt=0, description="wait for Redis at start")
     # Nobody consumes these two streams: each write trims them to about this many records.
     dlq_maxlen: int = Field(default=100_000, ge=1, description="dead-letter records kept")

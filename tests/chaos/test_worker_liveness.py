@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from shared.protocol import Names, encode
 from shared.runtime.settings import BusSettings
@@ -79,14 +80,19 @@ async def _vendor_calls(swarm: SwarmProcs) -> int:
 
 
 async def _pending_of(redis: Redis, names: Names, consumer: str) -> list[str]:
-    rows: Any = await redis.xpending_range(
-        names.vendor_tasks(VENDOR),
-        f"worker-{VENDOR}",
-        min="-",
-        max="+",
-        count=10_000,
-        consumername=consumer,
-    )
+    try:
+        rows: Any = await redis.xpending_range(
+            names.vendor_tasks(VENDOR),
+            f"worker-{VENDOR}",
+            min="-",
+            max="+",
+            count=10_000,
+            consumername=consumer,
+        )
+    except ResponseError as exc:  # posted before the workers' group was created
+        if "NOGROUP" not in str(exc):
+            raise
+        return []
     return [r["message_id"].decode() for r in rows]
 
 

@@ -232,14 +232,15 @@ def scaled_object_problems(docs: list[dict[str, Any]]) -> list[str]:
             problems.append(f"{name}: scales {container['args']}")
         if so["minReplicaCount"] < 1:
             problems.append(f"{name}: a vendor at 0 replicas is never routed to, never wakes")
+        streams = [t["metadata"].get("stream") for t in so["triggers"]]
+        if streams != list(names.vendor_task_levels(vendor)):
+            problems.append(f"{name}: streams {streams}, not one per urgency level")
         for trigger in so["triggers"]:
             meta = trigger["metadata"]
             if trigger["type"] != "redis-streams":
                 problems.append(f"{name}: trigger {trigger['type']}")
             if set(meta) - REDIS_STREAMS_KEYS:
                 problems.append(f"{name}: unknown keys {sorted(set(meta) - REDIS_STREAMS_KEYS)}")
-            if meta.get("stream") != names.vendor_tasks(vendor):
-                problems.append(f"{name}: stream {meta.get('stream')}")
             if meta.get("consumerGroup") != Names.worker_group(vendor):
                 problems.append(f"{name}: group {meta.get('consumerGroup')}")
             lag = meta.get("lagCount")
@@ -269,8 +270,11 @@ def test_the_scaled_object_check_sees_mistakes() -> None:
     meta["lagCnt"] = meta.pop("lagCount")
     meta["consumerGroup"] = "worker-claude"
     so["spec"]["minReplicaCount"] = 0
+    del so["spec"]["triggers"][-1]  # the low level's
     assert scaled_object_problems(docs) == [
         "worker-gemini: a vendor at 0 replicas is never routed to, never wakes",
+        "worker-gemini: streams ['swarm:queue:gemini:critical', 'swarm:queue:gemini:high', "
+        "'swarm:queue:gemini'], not one per urgency level",
         "worker-gemini: unknown keys ['lagCnt']",
         "worker-gemini: group worker-claude",
         "worker-gemini: lagCount None (lag mode needs a positive string)",

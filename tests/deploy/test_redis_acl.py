@@ -219,6 +219,13 @@ ALLOWED: dict[str, list[str]] = {
     ],
     "worker-claude": [
         f"XREADGROUP GROUP worker-claude worker-claude-h-1 COUNT 1 STREAMS {NS}:queue:claude >",
+        # urgency levels: one script reads them most urgent first; idle, one blocking read
+        f"EVALSHA {SHA} 4 {NS}:queue:claude:critical {NS}:queue:claude:high {NS}:queue:claude "
+        f"{NS}:queue:claude:low worker-claude worker-claude-h-1 4",
+        f"XREADGROUP GROUP worker-claude worker-claude-h-1 COUNT 1 BLOCK 10 STREAMS "
+        f"{NS}:queue:claude:critical {NS}:queue:claude:high {NS}:queue:claude "
+        f"{NS}:queue:claude:low > > > >",
+        f"XGROUP CREATE {NS}:queue:claude:high worker-claude 0 MKSTREAM",
         f"XGROUP DELCONSUMER {NS}:queue:claude worker-claude worker-claude-old-1",
         f"XADD {NS}:findings * task_id t",
         f"XADD {NS}:tasks * prompt again",
@@ -327,6 +334,8 @@ DENIED: dict[str, list[str]] = {
         f"XRANGE {NS}:findings - +",
         f"XREADGROUP GROUP worker-openai worker-claude-h-1 STREAMS {NS}:queue:openai >",
         f"XADD {NS}:queue:claude * prompt self-made",
+        f"XADD {NS}:queue:claude:critical * prompt self-made",
+        f"XREADGROUP GROUP worker-openai worker-claude-h-1 STREAMS {NS}:queue:openai:high >",
         f"SET {NS}:queue:claude x",
         f"DEL {NS}:queue:claude",
         f"EVALSHA {SHA} 1 {NS}:ratelimit:openai:gpt 0 0 0 0 1 1000",
@@ -566,6 +575,8 @@ async def test_the_swarm_runs_as_its_own_users_without_one_denial(
                  task_type="research", run_id="acl-run"),
             Task(task_id="task_acl_2", prompt="Which supplier contract terms did the audit change?",
                  vendor="claude", parent_shard="history", run_id="acl-run"),
+            Task(task_id="task_acl_3", prompt="Urgent: check the invoice.", vendor="claude",
+                 urgency="critical"),
         ]  # fmt: skip
         for task in posted:
             await admin.xadd(names.intake, encode(task))
@@ -574,7 +585,7 @@ async def test_the_swarm_runs_as_its_own_users_without_one_denial(
             view = await task_view(admin, names, task_id)
             return view is not None and view.summary.status == status
 
-        for task_id in ("task_acl_1", "task_acl_2", "task_acl_dead"):
+        for task_id in ("task_acl_1", "task_acl_2", "task_acl_3", "task_acl_dead"):
             await eventually(
                 lambda t=task_id: collected(t), timeout=30, what=f"{task_id} collected"
             )

@@ -8,7 +8,8 @@ import re
 
 import pytest
 
-from shared.protocol import DEFAULT_NAMESPACE, Names
+from shared.protocol import DEFAULT_NAMESPACE, Names, Urgency
+from shared.protocol.names import URGENCY_ORDER
 
 KEY_PROPERTIES = (
     "intake", "rejected", "findings", "dead_letter", "members", "cooldowns", "totals", "shards",
@@ -54,7 +55,24 @@ def test_the_key_lists_above_cover_every_name_names_can_build() -> None:
         if not n.startswith("_") and callable(v) and not isinstance(v, staticmethod)
     }
     assert properties == set(KEY_PROPERTIES)
-    assert methods == set(KEY_METHODS) | set(PAIR_METHODS) | set(SHARD_VERSIONED) | {SPEND}
+    assert methods == set(KEY_METHODS) | set(PAIR_METHODS) | set(SHARD_VERSIONED) | {
+        SPEND,
+        "vendor_task_levels",
+    }
+
+
+def test_a_vendor_has_a_stream_per_urgency_most_urgent_first() -> None:
+    names = Names()
+    assert names.vendor_task_levels("deepseek") == (
+        "swarm:queue:deepseek:critical",
+        "swarm:queue:deepseek:high",
+        "swarm:queue:deepseek",  # normal keeps the stream third-party workers know
+        "swarm:queue:deepseek:low",
+    )
+    assert names.vendor_tasks("deepseek", "normal") == names.vendor_tasks("deepseek")
+    assert sorted(URGENCY_ORDER) == sorted(u.value for u in Urgency)
+    with pytest.raises(ValueError, match="urgency 'urgent' is not one of critical, high"):
+        names.vendor_tasks("deepseek", "urgent")
 
 
 def test_default_namespace_is_swarm() -> None:

@@ -196,6 +196,11 @@ class Intake:
                 everyone = Fleet.everyone_live().live
                 hoped = {v: n for v, n in everyone.items() if v not in self.fleet.unconfigured}
                 return route(task, self.policy, self.prices, Fleet(live=hoped))
+        if decision.chosen is None and task.model and self.prices.get(task.model) is None:
+            # Only live workers know this model: one may have announced it since the last
+            # read of the fleet (up to a refresh interval ago). Read again before refusing.
+            fleet = await self.fleet.fresh()
+            decision = route(task, self.policy, self.prices, fleet)
         pinned = task.vendor
         if decision.chosen is None and pinned and pinned not in self.fleet.vendors_over_cap:
             waiting = replace(fleet, live={**fleet.live, pinned: max(fleet.live.get(pinned, 0), 1)})

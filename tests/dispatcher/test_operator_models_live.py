@@ -247,3 +247,25 @@ async def test_the_fleet_read_afresh_sees_a_worker_that_joined_since_the_last_re
     ).beat()  # fmt: skip
     assert (await view.get()).models == {}  # cached for its refresh interval
     assert (await view.fresh()).models == {COMPAT: frozenset({"my-llama", "my-qwen"})}
+
+
+async def test_a_worker_that_just_joined_gets_the_tasks_pinned_to_its_model(
+    tmp_path: Path, redis_url: str, names: Names, redis: Redis
+) -> None:
+    # The dispatcher reads the fleet every 30 s here: without a fresh read before refusing,
+    # a model announced since the last read would be refused as unknown.
+    slow_refresh = {"SWARM_DISPATCHER_FLEET_REFRESH_S": "30"}
+    async with SwarmProcs(redis_url, names, tmp_path / "logs", env=slow_refresh) as swarm:
+        await swarm.simulator(sim_config(0.05))
+        await swarm.start("dispatcher", "dispatcher")
+        await swarm.start("collector", "collector")
+        await swarm.start("worker-deepseek-1", "worker", "--vendor", "deepseek")
+        await swarm.wait_live(redis, names, {"dispatcher": 1, "worker-deepseek": 1})
+        await post(redis, names, Task(task_id="first", prompt="Hello.", vendor="deepseek"))
+        await views(swarm, redis, names, "first")  # the dispatcher has read the fleet
+        await swarm.start(WORKER, "worker", "--vendor", COMPAT, env=SERVES)
+        await swarm.wait_live(redis, names, {f"worker-{COMPAT}": 1})
+        await post(redis, names, Task(task_id="joined", prompt="Hello.", model="my-llama"))
+        (joined,) = await views(swarm, redis, names, "joined")
+    assert (joined.summary.status, joined.summary.vendor) == ("ok", COMPAT)
+    assert joined.summary.model == "my-llama"

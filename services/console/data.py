@@ -4,8 +4,9 @@ Nothing here walks the keyspace: no KEYS or SCAN, no read of a whole stream. Str
 read newest first a page at a time (`XREVRANGE ... COUNT`), each listed task's records with
 one pipelined `HMGET` each; the fleet comes from the members index (`ZRANGEBYSCORE`), the
 streams worth showing from the names the swarm uses (the intake, findings, cancel,
-dead-letter and rejected streams, each known vendor's queue and every shard's queries).
-So a page costs the same with a hundred tasks in Redis as with a hundred thousand.
+dead-letter and rejected streams, each known vendor's queues, one per urgency, and every
+shard's queries). So a page costs the same with a hundred tasks in Redis as with a hundred
+thousand.
 """
 
 from __future__ import annotations
@@ -141,8 +142,8 @@ def fleet_rows(live: list[dict[str, str]]) -> list[FleetRow]:
 
 
 async def stream_names(redis: Redis, names: Names, live: list[dict[str, str]]) -> list[str]:
-    """The swarm's streams: fixed ones, a queue per known or live vendor, a query stream per
-    shard (from the shards set); without SCAN."""
+    """The swarm's streams: fixed ones, the queues (one per urgency) of each known or live
+    vendor, a query stream per shard (from the shards set); without SCAN."""
     vendors = set(VENDORS) | {m["vendor"] for m in live if m.get("vendor")}
     shards = sorted(text(s) for s in await redis.smembers(names.shards))
     return [
@@ -151,7 +152,7 @@ async def stream_names(redis: Redis, names: Names, live: list[dict[str, str]]) -
         names.cancels,
         names.dead_letter,
         names.rejected,
-        *(names.vendor_tasks(v) for v in sorted(vendors)),
+        *(stream for v in sorted(vendors) for stream in names.vendor_task_levels(v)),
         *(names.shard_queries(s) for s in shards),
     ]
 

@@ -57,6 +57,21 @@ async def test_a_task_posted_with_redis_cli_appears_on_the_open_page_within_2s(
     assert seen_after < 2.0
 
 
+async def test_each_urgency_queue_shows_its_backlog_per_group(
+    browser: Browser, redis: Redis, redis_url: str, names: Names, tmp_path: Path
+) -> None:
+    high = names.vendor_tasks("deepseek", "high")
+    await redis.xgroup_create(high, Names.worker_group("deepseek"), id="0", mkstream=True)
+    for n in range(3):
+        await redis.xadd(high, {"prompt": f"Urgent {n}", "urgency": "high"})
+    await redis.xreadgroup(Names.worker_group("deepseek"), "w-1", {high: ">"}, count=1)
+    async with running_console(redis_url, names.namespace, tmp_path) as console:
+        page = await open_live(browser, console.url)
+        cells = page.locator("#streams tr", has_text=high).locator("td")
+        assert await cells.nth(1).inner_text() == "3"
+        assert await cells.nth(2).inner_text() == "worker-deepseek: 1 pending, lag 2, 1 consumer"
+
+
 async def test_replay_and_cancel_are_refused_without_the_token_and_replay_works_with_it(
     browser: Browser, redis: Redis, redis_url: str, names: Names, tmp_path: Path
 ) -> None:

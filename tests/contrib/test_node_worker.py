@@ -1,0 +1,255 @@
+"""examples/node-worker, the Node.js worker written from docs/protocol.md, on a real Redis:
+beside the Python deepseek workers on one vendor stream (every task done once, its findings
+accepted by the collector, the worker listed by `swarm status`), and alone, dead-lettering
+what the doc says it must, with the documented record.
+
+Skipped when `node` or `npm` is missing, or `npm install` fails (no registry to reach)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from shared.bus.findings import expect_run, task_view
+from shared.bus.membership import live_members
+from shared.bus.streamids import text
+from shared.protocol import Names, decode_rejection
+from shared.protocol.messages import Finding
+from tests.chaos.checks import audit, post, sim_config, simple_tier_policy, tasks
+from tests.swarm_procs import FAST_BUS, SwarmProcs
+from tests.waiting import eventually
+
+ROOT = Path(__file__).resolve().parents[2]
+WORKER_DIR = ROOT / "examples" / "node-worker"
+NODE_CONSUMER = "node-worker-1"
+
+
+@pytest.fixture(scope="module")
+def node_worker() -> Iterator[Path]:
+    """examples/node-worker with its dependencies installed (into its node_modules)."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        pytest.skip("node and npm are not installed (.ci/run installs Debian's nodejs and npm)")
+    if not (WORKER_DIR / "node_modules" / "ioredis" / "package.json").exists():
+        try:
+            done = subprocess.run(
+                [npm, "install", "--no-package-lock", "--no-audit", "--no-fund"],
+                cwd=WORKER_DIR,
+                capture_output=True,
+                text=True,
+                timeout=180,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            pytest.skip("npm install took over 180 s (no registry reachable?)")
+        if done.returncode != 0:
+            why = (done.stderr or done.stdout).strip()[-500:]
+            pytest.skip(f"npm install failed (no registry reachable?): {why}")
+    yield WORKER_DIR / "worker.js"
+
+
+@dataclass
+class NodeProc:
+    process: asyncio.subprocess.Process
+    log: Path
+
+    def tail(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:]
+
+    def events(self, event: str) -> list[dict[str, object]]:
+        lines = self.log.read_text(errors="replace").splitlines()
+        found = []
+        for line in lines:
+            with contextlib.suppress(ValueError):
+                record = json.loads(line)
+                if record.get("event") == event:
+                    found.append(record)
+        return found
+
+
+@contextlib.asynccontextmanager
+async def run_node(
+    script: Path, redis_url: str, names: Names, logs: Path, sim_url: str | None = None
+) -> AsyncIterator[NodeProc]:
+    """The Node worker as its own process, as a user starts it; SIGTERMed at the end, and
+    it must then leave cleanly (exit 0)."""
+    await asyncio.to_thread(logs.mkdir, parents=True, exist_ok=True)
+    log = logs / f"{NODE_CONSUMER}.log"
+    env = {
+        "PATH": os.environ["PATH"],
+        "REDIS_URL": redis_url,
+        "SWARM_NAMESPACE": names.namespace,
+        "CONSUMER_NAME": NODE_CONSUMER,
+        "SWARM_MAX_IN_FLIGHT": "8",
+        **FAST_BUS,
+        **({"SWARM_SIMULATOR_URL": sim_url} if sim_url else {}),
+    }
+    with log.open("ab") as out:
+        process = await asyncio.create_subprocess_exec(
+            "node", str(script), cwd=script.parent, env=env, stdout=out, stderr=out
+        )
+    proc = NodeProc(process, log)
+    try:
+        yield proc
+        assert process.returncode is None, f"the node worker exited early:\n{proc.tail()}"
+        process.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(process.wait(), 15)
+        assert code == 0, f"the node worker exited with {code} on SIGTERM:\n{proc.tail()}"
+        assert proc.events("worker.left"), proc.tail()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def node_is_live(redis: Redis, names: Names) -> bool:
+    return any(m.get("member_id") == NODE_CONSUMER for m in await live_members(redis, names))
+
+
+async def swarm_cli(redis_url: str, names: Names, *args: str) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "swarm"),
+        *args,
+        env={**os.environ, "REDIS_URL": redis_url, "SWARM_NAMESPACE": names.namespace},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, out.decode()
+    return out.decode()
+
+
+@pytest.mark.timeout(300)
+async def test_node_worker_serves_one_stream_beside_python_workers(
+    node_worker: Path, redis_url: str, redis: Redis, names: Names, tmp_path: Path
+) -> None:
+    run_id, n = "run-node", 200
+    logs = tmp_path / "logs"
+    python_env = {"SWARM_MAX_IN_FLIGHT": "8"}  # so the Node worker gets a share of the work
+    async with SwarmProcs(redis_url, names, logs) as swarm:
+        sim_url = await swarm.simulator(sim_config(0.1))
+        policy = simple_tier_policy(logs / "policy.toml", "deepseek-flash")
+        await swarm.start("dispatcher", "dispatcher", env=policy)
+        await swarm.start("collector", "collector")
+        for i in (1, 2):
+            await swarm.start(
+                f"worker-deepseek-{i}", "worker", "--vendor", "deepseek", env=python_env
+            )
+        async with run_node(node_worker, redis_url, names, logs, sim_url) as node:
+            await swarm.wait_live(redis, names, {"worker-deepseek": 3, "collector": 1})
+            assert await node_is_live(redis, names), node.tail()
+
+            # `swarm status`, as a user runs it, counts the Node worker among deepseek's.
+            text = await swarm_cli(redis_url, names, "status")
+            assert re.search(r"^worker-deepseek\s+deepseek\s+3\s", text, re.MULTILINE), text
+            data = json.loads(await swarm_cli(redis_url, names, "status", "--json"))
+            rows = [r for r in data["live"] if NODE_CONSUMER in r["members"]]
+            assert [(r["service"], r["name"]) for r in rows] == [("worker-deepseek", "deepseek")]
+            assert "deepseek-flash" in rows[0]["models"]
+
+            batch = tasks(run_id, n)
+            await expect_run(redis, names, run_id, n)
+            await post(redis, names, batch)
+
+            async def finished() -> bool:
+                report = await audit(redis, names, run_id, [t.task_id for t in batch])
+                return report.finished >= n
+
+            await swarm.wait_for(finished, timeout=180, what=f"{n} tasks finished")
+            report = await audit(redis, names, run_id, [t.task_id for t in batch])
+            report.assert_each_task_counted_once()
+            assert report.ok == n, report
+            assert report.duplicates == 0, report
+
+            by_node: list[Finding] = []
+            for task in batch:
+                view = await task_view(redis, names, task.task_id)
+                assert view is not None, task.task_id
+                assert len(view.findings) == 1, (task.task_id, view.findings)
+                assert view.summary.duplicate_findings == 0, view.summary
+                if view.summary.worker == NODE_CONSUMER:
+                    by_node.append(view.findings[0])
+            assert by_node, f"the Node worker did none of the {n} tasks:\n{node.tail()}"
+            for f in by_node:  # real tokens from the simulator, the task's fields copied
+                assert f.vendor == "deepseek" and f.model == "deepseek-flash", f
+                assert f.input_tokens + f.cache_read_tokens > 0 and f.output_tokens > 0, f
+                assert f.run_id == run_id and f.intake_id and f.summary, f
+                assert f.cost_usd is None, f  # it knows no prices: unpriced, never $0
+            assert len(node.events("task.done")) == len(by_node)
+        # Left cleanly: its member hash and its entry in the fleet set are gone at once.
+        assert not await redis.exists(names.member(NODE_CONSUMER))
+        assert await redis.zscore(names.members, NODE_CONSUMER) is None
+
+
+@pytest.mark.timeout(120)
+async def test_node_worker_dead_letters_with_the_documented_record(
+    node_worker: Path, redis_url: str, redis: Redis, names: Names, tmp_path: Path
+) -> None:
+    stream, group = names.vendor_tasks("deepseek"), Names.worker_group("deepseek")
+    await redis.xgroup_create(stream, group, id="0", mkstream=True)
+    # A valid task already delivered 5 times, to a consumer that is gone (no member key).
+    tired = {"task_id": "task-tired", "prompt": "Delivered too often."}
+    tired_id = text(await redis.xadd(stream, tired))  # type: ignore[arg-type]
+    await redis.xreadgroup(group, "ghost", {stream: ">"}, count=1)
+    for _ in range(4):  # XCLAIM without JUSTID raises the delivery count
+        await redis.xclaim(stream, group, "ghost", min_idle_time=0, message_ids=[tired_id])
+    # Undecodable: a value that is not UTF-8, and a field Task does not have.
+    bad = {b"prompt": b"caf\xe9 \xff", b"complexty": b"simple"}
+    bad_id = text(await redis.xadd(stream, bad))  # type: ignore[arg-type]
+
+    async with run_node(node_worker, redis_url, names, tmp_path / "logs") as node:
+
+        async def records() -> list[tuple[bytes, dict[bytes, bytes]]]:
+            got: Any = await redis.xrange(names.dead_letter)
+            return list(got) if len(got) >= 2 else []
+
+        dead = await eventually(records, timeout=20, what="two dead-letter records")
+        by_source = {r[b"source_id"].decode(): r for _, r in dead}
+        assert set(by_source) == {bad_id, tired_id}, (by_source, node.tail())
+
+        rec = by_source[bad_id]
+        assert rec[b"schema_version"] == b"1"
+        assert rec[b"reason"].startswith(b"not a valid task: "), rec
+        assert rec[b"field"] == b"prompt", rec  # the first offending field
+        assert rec[b"source_stream"] == stream.encode()
+        assert rec[b"deliveries"] == b"1"
+        assert rec[b"consumer"] == NODE_CONSUMER.encode()
+        assert rec[b"group"] == group.encode()
+        datetime.fromisoformat(rec[b"timestamp"].decode().replace("Z", "+00:00"))
+        assert rec[b"orig:prompt"] == bad[b"prompt"]  # byte-exact
+        assert rec[b"orig:complexty"] == b"simple"
+        assert set(rec) == {
+            b"schema_version", b"reason", b"field", b"source_stream", b"source_id",
+            b"deliveries", b"consumer", b"group", b"timestamp", b"orig:prompt",
+            b"orig:complexty",
+        }  # fmt: skip
+        rejection = decode_rejection(rec)
+        assert rejection.original.keys() == {"prompt", "complexty"}
+
+        rec = by_source[tired_id]
+        assert rec[b"reason"] == (
+            b"delivered 6 times without being acknowledged (max_deliveries=5)"
+        ), rec
+        assert rec[b"field"] == b"" and rec[b"deliveries"] == b"6"
+        assert rec[b"consumer"] == NODE_CONSUMER.encode()
+        assert decode_rejection(rec).deliveries == 6
+        assert rec[b"orig:task_id"] == b"task-tired"
+
+        # Both were acked, and neither was answered.
+        assert (await redis.xpending(stream, group))["pending"] == 0
+        assert await redis.xlen(names.findings) == 0

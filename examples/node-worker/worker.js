@@ -23,6 +23,9 @@ const RECLAIM_MS = num("SWARM_RECLAIM_INTERVAL_S", 1) * 1000;
 const MAX_DELIVERIES = num("SWARM_MAX_DELIVERIES", 5);
 const DLQ_MAXLEN = num("SWARM_DLQ_MAXLEN", 100000);
 const AGING_MS = num("SWARM_URGENCY_AGING_S", 10) * 1000;
+const TRIM_MS = num("SWARM_TRIM_INTERVAL_S", 30) * 1000;
+const RETENTION_MS = num("SWARM_RETENTION_S", 3600) * 1000;
+const MAX_STREAM_LEN = num("SWARM_MAX_STREAM_LEN", 1000000);
 const DRAIN_MS = num("SWARM_DRAIN_TIMEOUT_S", 20) * 1000;
 const DONE_TTL_MS = Math.round(num("SWARM_WORKER_DONE_TTL_S", 7 * 86400) * 1000);
 const BUDGET_PERIOD_S = num("SWARM_WORKER_BUDGET_PERIOD_S", 86400);
@@ -42,6 +45,7 @@ const K = {
   members: `${NS}:members`,
   findings: `${NS}:findings`,
   dlq: `${NS}:dlq`,
+  cancels: `${NS}:cancel`,
   done: (t) => `${NS}:done:${t}`,
   cancelled: (t) => `${NS}:cancelled:${t}`,
   task: (t) => `${NS}:task:${t}`,
@@ -56,6 +60,7 @@ const options = { maxRetriesPerRequest: null, enableAutoPipelining: false };
 const cmd = new Redis(redisUrl, options); // everything that does not block
 const reader = new Redis(redisUrl, options); // blocking reads only
 const beater = new Redis(redisUrl, options); // heartbeats: never queued behind our work
+const tailer = new Redis(redisUrl, options); // swarm:cancel, read without a group
 
 // Section 8 step 7: refresh our claim only on entries we still own.
 cmd.defineCommand("refreshLeases", {
@@ -94,6 +99,8 @@ const inFlight = new Map(); // "level id" -> entry being handled
 const acking = new Set();
 const handling = new Set(); // promises of handlers
 const reachedAt = LEVELS.map(() => Date.now());
+const calls = new Map(); // task id -> AbortController of its vendor call in flight
+const cancelRequests = new Map(); // task id -> reason, the most recent 10,000
 let stopping = false;
 let wake = null; // resolves the read loop's wait for room
 
@@ -207,8 +214,9 @@ async function countUnpriced(f) {
 
 // -- the vendor call -------------------------------------------------------------------------
 class Transient extends Error {}
+class Cancelled extends Error {}
 
-async function answer(task) {
+async function answer(task, call) {
   const model = task.model || task.route_model || MODEL;
   if (!SIMULATOR) {
     const words = task.prompt.trim().split(/\s+/).slice(0, 8).join(" ");
@@ -225,9 +233,10 @@ async function answer(task) {
         messages: [{ role: "user", content }],
         max_tokens: task.max_output_tokens || MAX_OUTPUT_TOKENS,
       }),
-      signal: AbortSignal.timeout(120_000),
+      signal: call.signal,
     });
   } catch (err) {
+    if (call.signal.reason instanceof Cancelled) throw call.signal.reason;
     throw new Transient(`vendor unreachable: ${err.message}`);
   }
   const body = await res.json().catch(() => ({}));
@@ -276,17 +285,69 @@ async function handle(e) {
   }
   const started = Date.now();
   for (let attempt = 1; ; attempt += 1) {
+    const call = new AbortController();
+    const timer = setTimeout(() => call.abort(new Error("timed out after 120 s")), 120_000);
+    calls.set(task.task_id, call);
+    if (cancelRequests.has(task.task_id)) call.abort(new Cancelled(cancelRequests.get(task.task_id)));
     try {
-      const out = await answer(task);
+      const out = await answer(task, call);
       const f = finding(task, { ...out, latency_ms: Date.now() - started });
       return await publish(e, f, f.status === "failed" ? "failed" : "done");
     } catch (err) {
+      if (err instanceof Cancelled) {
+        // Section 4.5, in flight: the request closed; the vendor may bill what it read.
+        const error = `cancelled during its vendor call (closed): ${err.message}`;
+        return publish(e, finding(task, { status: "cancelled", error, latency_ms: Date.now() - started }), "cancelled");
+      }
       if (!(err instanceof Transient) || attempt >= 3 || stopping) {
         // Failed for now: no ack. It is delivered again after the visibility timeout.
         log("task.left_pending", { task_id: task.task_id, error: err.message });
         return undefined;
       }
       await sleep(250 * 2 ** attempt);
+    } finally {
+      clearTimeout(timer);
+      calls.delete(task.task_id);
+    }
+  }
+}
+
+// Section 4.5: every worker tails swarm:cancel (XREAD from its newest entry, no group) and
+// closes its call in flight for the task; a queued task is covered by the dispatcher's mark.
+async function tailCancels() {
+  const newest = await tailer.xrevrange(K.cancels, "+", "-", "COUNT", 1);
+  let last = newest.length ? newest[0][0] : "0-0";
+  while (!stopping) {
+    let res;
+    try {
+      res = await tailer.xread("COUNT", 100, "BLOCK", 1000, "STREAMS", K.cancels, last);
+    } catch (err) {
+      if (stopping) return;
+      log("cancel_tail.failed", { error: err.message });
+      await sleep(1000);
+      continue;
+    }
+    for (const [, entries] of res || []) {
+      for (const [id, flat] of entries) {
+        last = id;
+        const f = Object.fromEntries(pairsOf(flat));
+        let req = f;
+        try {
+          if ("data" in f) req = JSON.parse(f.data);
+        } catch {
+          continue; // the dispatcher dead-letters it with the reason
+        }
+        const taskId = typeof req.task_id === "string" ? req.task_id.trim() : "";
+        if (!taskId) continue;
+        const reason = (typeof req.reason === "string" ? req.reason.trim() : "") || "cancelled by its poster";
+        cancelRequests.set(taskId, reason);
+        if (cancelRequests.size > 10000) cancelRequests.delete(cancelRequests.keys().next().value);
+        const call = calls.get(taskId);
+        if (call) {
+          log("task.cancel_in_flight", { task_id: taskId });
+          call.abort(new Cancelled(reason));
+        }
+      }
     }
   }
 }
@@ -309,13 +370,13 @@ function pump() {
   }
 }
 
+// Entry ids compared as numbers: [ms, seq] as BigInts.
+const parseId = (id) => String(id).split("-").map(BigInt);
+const cmpId = ([am, as], [bm, bs]) => (am === bm ? (as < bs ? -1 : as > bs ? 1 : 0) : am < bm ? -1 : 1);
+
 async function deliveryCounts(level, ids) {
   if (!ids.length) return {};
-  const sorted = [...ids].sort((a, b) => {
-    const [am, as] = a.split("-").map(BigInt);
-    const [bm, bs] = b.split("-").map(BigInt);
-    return am === bm ? (as < bs ? -1 : as > bs ? 1 : 0) : am < bm ? -1 : 1;
-  });
+  const sorted = [...ids].sort((a, b) => cmpId(parseId(a), parseId(b)));
   const rows = await cmd.xpending(LEVELS[level], GROUP, sorted[0], sorted.at(-1), ids.length + 1000, CONSUMER);
   return Object.fromEntries(rows.map((r) => [r[0], Number(r[3])]));
 }
@@ -438,6 +499,32 @@ async function reclaim() {
   }
 }
 
+// Section 6 "trim": only entries every group has delivered and acked, kept an hour.
+async function trim() {
+  for (const stream of LEVELS) {
+    const groups = await cmd.xinfo("GROUPS", stream);
+    let safe = null;
+    for (const g of groups) {
+      const info = Object.fromEntries(pairsOf(g));
+      let bound = parseId(info["last-delivered-id"]);
+      const oldest = Number(info.pending) ? (await cmd.xpending(stream, info.name))[1] : null;
+      if (oldest) {
+        if (cmpId(parseId(oldest), bound) < 0) bound = parseId(oldest);
+      } else {
+        bound = [bound[0], bound[1] + 1n];
+      }
+      if (safe === null || cmpId(bound, safe) < 0) safe = bound;
+    }
+    if (safe === null) continue;
+    if ((await cmd.xlen(stream)) <= MAX_STREAM_LEN) {
+      const keep = [BigInt(Date.now() - RETENTION_MS), 0n];
+      if (cmpId(keep, safe) < 0) safe = keep;
+    }
+    if (cmpId(safe, [0n, 0n]) <= 0) continue;
+    await cmd.xtrim(stream, "MINID", "~", `${safe[0]}-${safe[1]}`);
+  }
+}
+
 function every(ms, job, { whileStopping = false } = {}) {
   let running = false;
   return setInterval(() => {
@@ -457,6 +544,7 @@ async function leave(timers) {
   stopping = true;
   if (wake) wake();
   reader.disconnect();
+  tailer.disconnect();
   const drained = Promise.allSettled([...handling]);
   await Promise.race([drained, sleep(DRAIN_MS)]);
   timers.forEach(clearInterval);
@@ -472,6 +560,7 @@ async function main() {
     every(BEAT_MS, beat, { whileStopping: true }), // beats go on while in-flight work drains
     every(VISIBILITY_MS / 3, refreshLeases),
     every(RECLAIM_MS, reclaim),
+    every(TRIM_MS, trim),
   ];
   await createGroups();
   log("worker.started", { vendor: VENDOR, model: MODEL, group: GROUP, capacity: CAPACITY, simulator: Boolean(SIMULATOR) });
@@ -482,6 +571,7 @@ async function main() {
   };
   process.on("SIGTERM", () => stop("SIGTERM"));
   process.on("SIGINT", () => stop("SIGINT"));
+  tailCancels().catch((err) => log("cancel_tail.failed", { error: err.message }));
   await readLoop();
 }
 

@@ -28,7 +28,7 @@ from redis.asyncio import Redis
 from shared.bus.findings import expect_run, task_view
 from shared.bus.membership import live_members
 from shared.bus.streamids import text
-from shared.protocol import Names, decode_rejection
+from shared.protocol import Names, decode, decode_rejection
 from shared.protocol.messages import Finding
 from tests.chaos.checks import audit, post, sim_config, simple_tier_policy, tasks
 from tests.swarm_procs import FAST_BUS, SwarmProcs
@@ -253,3 +253,56 @@ async def test_node_worker_dead_letters_with_the_documented_record(
         # Both were acked, and neither was answered.
         assert (await redis.xpending(stream, group))["pending"] == 0
         assert await redis.xlen(names.findings) == 0
+
+
+@pytest.mark.timeout(120)
+async def test_node_worker_honours_cancels_and_done_markers(
+    node_worker: Path, redis_url: str, redis: Redis, names: Names, tmp_path: Path
+) -> None:
+    stream = names.vendor_tasks("deepseek")
+    # Marked before it is read: a done-marker (a peer answered it) and a cancel mark.
+    await redis.set(names.task_done("task-done"), "finding_from_a_peer")
+    await redis.set(names.task_cancelled("task-marked"), "not needed")
+    await redis.xadd(stream, {"task_id": "task-done", "prompt": "Answered already."})
+    await redis.xadd(stream, {"task_id": "task-marked", "prompt": "Cancelled while queued."})
+    logs = tmp_path / "logs"
+    async with SwarmProcs(redis_url, names, logs) as swarm:
+        sim_url = await swarm.simulator(sim_config(30.0))  # every call outlives the test's wait
+        async with run_node(node_worker, redis_url, names, logs, sim_url) as node:
+
+            async def marked_done() -> bool:
+                return bool(await redis.exists(names.task_done("task-marked")))
+
+            await swarm.wait_for(marked_done, timeout=20, what="the queued cancel handled")
+            await swarm.wait_for(
+                lambda: asyncio.sleep(0, node.events("task.duplicate")),
+                timeout=20,
+                what="the done task acked",
+            )
+            stats = await swarm.sim_stats()
+            assert (stats["total"], stats["in_flight"]) == (0, 0), "a vendor call was made"
+            await redis.xadd(stream, {"task_id": "task-slow", "prompt": "A long answer."})
+
+            async def calling() -> bool:
+                return int((await swarm.sim_stats())["in_flight"]) >= 1
+
+            await swarm.wait_for(calling, timeout=20, what="the Node worker's vendor call")
+            await redis.xadd(names.cancels, {"task_id": "task-slow", "reason": "changed my mind"})
+
+            async def findings() -> dict[str, Finding]:
+                got: Any = await redis.xrange(names.findings)
+                by_task = {f.task_id: f for f in (decode(Finding, e) for _, e in got)}
+                return by_task if len(by_task) >= 2 else {}
+
+            by_task = await swarm.wait_for(findings, timeout=20, what="two cancelled findings")
+            queued, closed = by_task["task-marked"], by_task["task-slow"]
+            assert queued.status == "cancelled" and queued.cost_usd == 0, queued
+            assert queued.error == "cancelled before any vendor call: not needed", queued
+            assert closed.status == "cancelled" and closed.cost_usd is None, closed
+            assert closed.error == "cancelled during its vendor call (closed): changed my mind"
+            assert "task-done" not in by_task  # acked without a call or a second finding
+            assert await redis.get(names.task_done("task-done")) == b"finding_from_a_peer"
+            assert await redis.get(names.task_done("task-slow")) == closed.finding_id.encode()
+            group = Names.worker_group("deepseek")
+            assert (await redis.xpending(stream, group))["pending"] == 0, node.tail()
+            assert len(node.events("task.duplicate")) == 1

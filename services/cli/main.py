@@ -140,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     from services.console import cli as console  # noqa: PLC0415 - no web stack imported
 
     console.add_parser(sub)
+    from services.mcp import cli as mcp  # noqa: PLC0415 - no MCP SDK imported
+
+    mcp.add_parser(sub)
     return parser
 
 
@@ -307,6 +310,12 @@ def cmd_console(args: argparse.Namespace) -> int:
     return console.run(args)
 
 
+def cmd_mcp(args: argparse.Namespace) -> int:
+    from services.mcp import cli as mcp  # noqa: PLC0415
+
+    return mcp.run(args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handlers = {
@@ -322,6 +331,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "cancel": cmd_cancel,
         "dlq": cmd_dlq,
         "console": cmd_console,
+        "mcp": cmd_mcp,
     }
     try:
         return handlers[args.command](args)

@@ -62,12 +62,16 @@ def compose(
     )
 
 
-def resolved(tmp_path: Path, *extra: Path, profile: str = "sim", **env: str) -> dict[str, Any]:
+def resolved(
+    tmp_path: Path, *extra: Path, profile: str = "sim,console", **env: str
+) -> dict[str, Any]:
+    """compose config with `profile` (comma-separated): by default every service we build."""
+    profiles = [arg for p in profile.split(",") for arg in ("--profile", p)]
     res = compose(
         tmp_path,
         ROOT / "compose.yaml",
         *extra,
-        args=("--profile", profile, "config", "--format", "json"),
+        args=(*profiles, "config", "--format", "json"),
         env=env,
     )
     assert res.returncode == 0, res.stderr
@@ -126,7 +130,7 @@ def test_every_swarm_service_scales(tmp_path: Path) -> None:
 def test_only_loopback_ports_are_published(tmp_path: Path) -> None:
     config = resolved(tmp_path)
     published = {n: s["ports"] for n, s in config["services"].items() if s.get("ports")}
-    assert set(published) == {"redis", "prometheus", "grafana"}
+    assert set(published) == {"redis", "prometheus", "grafana", "console"}
     for name, ports in published.items():
         for port in ports:
             assert port["host_ip"] == "127.0.0.1", (name, port)
@@ -241,6 +245,10 @@ def test_acl_overlay_gives_every_service_its_own_user(tmp_path: Path) -> None:
     assert mounted["/usr/local/etc/redis/users.acl"] == str(DEPLOY / "redis" / "users.acl")
     assert redis["entrypoint"][-1] in mounted
     assert config["services"]["redis-exporter"]["environment"]["REDIS_USER"] == "exporter"
+    console = resolved(tmp_path, overlay, profile="console", REDIS_PASSWORD_CONSOLE="pwc", **env)
+    url = console["services"]["console"]["environment"]["REDIS_URL"]
+    assert url == "redis://console:pwc@redis:6379/0"
+    assert console["services"]["redis"]["environment"]["REDIS_PASSWORD_CONSOLE"] == "pwc"
 
 
 # -- the simulator's command, run as compose runs it ---------------------------------------------

@@ -262,6 +262,7 @@ def test_each_image_has_only_its_own_vendor_sdk(tmp_path: Path) -> None:
         "swarmbus/dispatcher": set(),
         "swarmbus/collector": set(),
         "swarmbus/simulator": set(),
+        "swarmbus/console": set(),
     }
     built = images(tmp_path)
     assert set(built) == set(expected)

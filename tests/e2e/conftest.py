@@ -77,6 +77,7 @@ class Stack:
     prometheus_port: int
     services: list[str]
     phases: Phases = field(default_factory=Phases)
+    console_port: int = 0
 
     @property
     def env(self) -> dict[str, str]:
@@ -154,17 +155,20 @@ def compose_stack(tmp: Path, settings: Sequence[str]) -> Iterator[Stack]:
     if not engine_answers():
         pytest.fail("no Docker engine answers: `make e2e` needs one (see .ci/run)")
     redis_port, prometheus_port, grafana_port = free_port(), free_port(), free_port()
+    console_port = free_port()
     lines = [
         *settings,
         "SWARM_IMAGE_TAG=e2e",
         f"SWARM_REDIS_HOST_PORT={redis_port}",
         f"SWARM_PROMETHEUS_HOST_PORT={prometheus_port}",
         f"SWARM_GRAFANA_HOST_PORT={grafana_port}",
+        f"SWARM_CONSOLE_HOST_PORT={console_port}",
     ]
     lines += [f"{name}={os.environ[name]}" for name in PASSTHROUGH if os.environ.get(name)]
     env_file = tmp / "e2e.env"
     env_file.write_text("\n".join(lines) + "\n")
-    probe = Stack(f"swarm-e2e-{uuid.uuid4().hex[:8]}", env_file, redis_port, prometheus_port, [])
+    project = f"swarm-e2e-{uuid.uuid4().hex[:8]}"
+    probe = Stack(project, env_file, redis_port, prometheus_port, [], console_port=console_port)
     services = probe.compose("config", "--services").stdout.split()
     grafana = os.environ.get("SWARM_GRAFANA_IMAGE") or "grafana/grafana:12.1.0"
     if "grafana" in services and not _image_present(grafana, probe.env):
@@ -183,7 +187,10 @@ def compose_stack(tmp: Path, settings: Sequence[str]) -> Iterator[Stack]:
         logs = probe.compose("logs", "--no-color", "--timestamps", check=False, timeout=120)
         (tmp / "compose.log").write_text(logs.stdout + logs.stderr)
         print(f"[e2e] service logs: {tmp / 'compose.log'}", flush=True)
-        probe.compose("down", "-v", "--remove-orphans", "--timeout", "30", check=False)
+        # Every profile's containers: the console test starts one outside COMPOSE_PROFILES.
+        probe.compose(
+            "--profile", "*", "down", "-v", "--remove-orphans", "--timeout", "30", check=False
+        )
         print(probe.phases.table(), flush=True)
 
 

@@ -206,6 +206,35 @@ def test_megashard_answers_inside_the_network(stack: Stack, tmp_path: Path) -> N
     stack.phases.done("mega-shard loaded a document and answered from inside the network")
 
 
+def test_console_profile_serves_the_swarm(stack: Stack) -> None:
+    """README's `docker compose --profile console up -d`, as printed: the console's image
+    is built, it comes up on the host's loopback and shows this stack's fleet and tasks."""
+    # Named, as the fleet's line is run with its services: grafana's image cannot be had
+    # here, and a bare `up` would try to pull it.
+    stack.shell(f"{readme_line(r'^docker compose --profile console up -d')} console", timeout=900)
+    base = f"http://127.0.0.1:{stack.console_port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"{base}/readyz", timeout=3) as reply:
+                if reply.status == 200:
+                    break
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, stack.compose("logs", "console").stdout[-3000:]
+        time.sleep(1)
+    with urllib.request.urlopen(f"{base}/", timeout=10) as reply:
+        overview = reply.read().decode()
+    with urllib.request.urlopen(f"{base}/task/{posted[0]}", timeout=10) as reply:
+        task_page = reply.read().decode()
+    with urllib.request.urlopen(f"{base}/static/console.js", timeout=10) as reply:
+        script = reply.read().decode()
+    assert "worker-deepseek" in overview and f"{NS}:queue:deepseek" in overview
+    assert posted[0] in task_page and "deepseek" in task_page
+    assert "EventSource" in script  # the live updates ship in the image
+    stack.phases.done("console profile up, its pages show the fleet and a task")
+
+
 def test_dispatcher_logs_no_spurious_lease_loss(stack: Stack) -> None:
     logs = stack.compose("logs", "--no-color", "dispatcher").stdout
     lost = [line for line in logs.splitlines() if "lease.lost" in line]
@@ -213,7 +242,8 @@ def test_dispatcher_logs_no_spurious_lease_loss(stack: Stack) -> None:
 
 
 def test_down_leaves_nothing(stack: Stack) -> None:
-    stack.compose("down", "-v", "--remove-orphans", "--timeout", "30", timeout=180)
+    # As the README prints it: a bare `down` would leave the console (profile console) up.
+    stack.shell(readme_line(r"^docker compose --profile '\*' down -v"), timeout=180)
     for kind in ("container", "network", "volume"):
         assert stack.labelled(kind) == [], kind
     stack.phases.done("down -v: no container, network or volume left")

@@ -228,7 +228,8 @@ def _json_error(exc: ValueError | RecursionError) -> str:
 
 def _validate(model: type[M], values: dict[str, Any]) -> M:
     try:
-        return model.model_validate(values)
+        # The context tells nested messages that the enclosing one is of a newer minor.
+        return model.model_validate(values, context={})
     except ValidationError as exc:
         raise DecodeError([_problem(model, err) for err in exc.errors()]) from exc
 

@@ -9,11 +9,12 @@ what a real system needs: token breakdown, cost, latency, attempts, status.
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Self
+from typing import Annotated, Any, ClassVar, Self
 
 from pydantic import (
     AfterValidator,
@@ -21,13 +22,20 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
     StringConstraints,
     ValidationInfo,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
-SCHEMA_VERSION = 1
+# `MAJOR.MINOR` (docs/protocol.md section 10). A reader takes any minor of its major: a
+# higher minor's fields it does not know are dropped; a message of another major is refused.
+SCHEMA_MAJOR = 1
+SCHEMA_MINOR = 1
+SCHEMA_VERSION = f"{SCHEMA_MAJOR}.{SCHEMA_MINOR}"
 
 # Known vendors. The protocol accepts any well-formed vendor name (a third party can run
 # its own worker); the dispatcher decides which names it can route to.
@@ -78,9 +86,57 @@ def _utc(v: datetime) -> datetime:
     return v.replace(tzinfo=UTC) if v.tzinfo is None else v.astimezone(UTC)
 
 
-def _supported_version(v: int) -> int:
-    if v != SCHEMA_VERSION:
-        raise ValueError(f"unsupported version {v}; this swarm reads {SCHEMA_VERSION}")
+_VERSION_RE = re.compile(r"^([0-9]{1,4})(?:\.([0-9]{1,4}))?$")
+
+
+def _parse_version(v: object) -> tuple[int, int] | None:
+    """`1`, `"1"`, `"1.1"` (and JSON `1.0`) -> (major, minor); None if not a version."""
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
+    if isinstance(v, int):
+        return (v, 0) if 0 <= v <= 9999 else None
+    if isinstance(v, str) and (m := _VERSION_RE.fullmatch(v.strip())):
+        return int(m[1]), int(m[2] or 0)
+    return None
+
+
+def _supported_version(v: object) -> str:
+    parsed = _parse_version(v)
+    if parsed is None:
+        raise ValueError(
+            f'must be MAJOR or MAJOR.MINOR, e.g. 1 or "{SCHEMA_VERSION}" (a string in JSON)'
+        )
+    major, minor = parsed
+    if major != SCHEMA_MAJOR:
+        raise ValueError(
+            f"unsupported version {major}.{minor}: major {major} is not read here; this "
+            f"swarm reads {SCHEMA_MAJOR}.x (it knows 1.0 to {SCHEMA_VERSION})"
+        )
+    return f"{major}.{minor}"
+
+
+def _newer_minor(v: object) -> bool:
+    """A version of this reader's major with a higher minor than this reader's."""
+    parsed = _parse_version(v)
+    return parsed is not None and parsed[0] == SCHEMA_MAJOR and parsed[1] > SCHEMA_MINOR
+
+
+_HEADER_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+
+
+def _headers(v: object) -> object:
+    """At most 32 headers, each named like an HTTP header (`traceparent`, `x-team`)."""
+    if isinstance(v, dict):
+        if len(v) > 32:
+            raise ValueError(f"has {len(v):,} headers; at most 32 are allowed")
+        for key in v:
+            if not isinstance(key, str) or not _HEADER_NAME_RE.fullmatch(key):
+                raise ValueError(
+                    f"header name {str(key)[:64]!r} must be 1-128 letters, digits, "
+                    "'_', '.' or '-', first a letter or digit"
+                )
     return v
 
 
@@ -112,16 +168,73 @@ Text = Annotated[str, AfterValidator(_not_blank)]
 Timestamp = Annotated[datetime, AfterValidator(_utc)]
 Tokens = Annotated[int, Field(ge=0)]
 Usd = Annotated[float, Field(ge=0)]
+Version = Annotated[str, BeforeValidator(_supported_version)]
+# Extensions (W3C `traceparent`/`tracestate`, ...): carried from a task to its finding,
+# never read for routing. New in 1.1.
+Headers = Annotated[dict[str, Annotated[str, Field(max_length=4096)]], BeforeValidator(_headers)]
 
 
 class Message(BaseModel):
-    """Base: frozen, no unknown fields, a schema version every message carries."""
+    """Base: frozen, no unknown fields, a schema version every message carries.
+
+    A message of a higher minor of this major has the fields this reader does not know
+    dropped (in nested messages too); any other unknown field is rejected by name. Once
+    read, `schema_version` is the lowest version that has every field the message sets
+    ("1.0" unless it sets a field of a later minor, `MINOR_FIELDS`), and that is what is
+    written: `1`, as 1.0 readers expect, or e.g. "1.1"."""
 
     model_config = ConfigDict(
         frozen=True, extra="forbid", use_enum_values=False, allow_inf_nan=False
     )
+    # Fields added after 1.0 -> the minor that added them; written only when set.
+    MINOR_FIELDS: ClassVar[dict[str, int]] = {}
 
-    schema_version: Annotated[int, AfterValidator(_supported_version)] = SCHEMA_VERSION
+    schema_version: Version = "1.0"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_newer_fields(cls, data: Any, info: ValidationInfo) -> Any:
+        """Of a newer minor (this message's, or the enclosing one's when decoded with a
+        context), keep only the fields this reader knows."""
+        if not isinstance(data, dict):
+            return data
+        context = info.context if isinstance(info.context, dict) else None
+        newer = _newer_minor(data.get("schema_version")) or bool(
+            context and context.get("newer_minor")
+        )
+        if not newer:
+            return data
+        if context is not None:
+            context["newer_minor"] = True  # nested messages of this one are read alike
+        return {k: v for k, v in data.items() if k in cls.model_fields}
+
+    def __hash__(self) -> int:
+        # Frozen messages are hashable although `headers` is a dict: hash what is written.
+        return hash(json.dumps(self.model_dump(mode="json"), sort_keys=True))
+
+    @model_validator(mode="after")
+    def _lowest_version(self) -> Self:
+        object.__setattr__(self, "schema_version", self.wire_version())
+        return self
+
+    def wire_version(self) -> str:
+        """The lowest version with every field this message sets."""
+        minor = max((m for f, m in self.MINOR_FIELDS.items() if getattr(self, f)), default=0)
+        return f"{SCHEMA_MAJOR}.{minor}"
+
+    @model_serializer(mode="wrap")
+    def _write_version(
+        self, handler: SerializerFunctionWrapHandler, info: SerializationInfo
+    ) -> dict[str, Any]:
+        out: dict[str, Any] = handler(self)
+        for name in self.MINOR_FIELDS:
+            if name in out and not getattr(self, name):
+                del out[name]  # unset: left out, so a 1.0 reader can read the message
+        if "schema_version" in out:
+            version = self.wire_version()
+            # 1.0 is written `1`, which readers of before the minor (an integer) accept.
+            out["schema_version"] = SCHEMA_MAJOR if version.endswith(".0") else version
+        return out
 
 
 class AttemptRecord(Message):
@@ -155,7 +268,10 @@ class Task(Message):
     attempt: Annotated[int, Field(ge=1)] = 1
     excluded_vendors: Annotated[tuple[Name, ...], _at_most(32)] = ()
     history: Annotated[tuple[AttemptRecord, ...], _at_most(64)] = ()
+    headers: Headers = {}  # pydantic copies a default: no instance shares it
     timestamp: Timestamp = Field(default_factory=_now)
+
+    MINOR_FIELDS: ClassVar[dict[str, int]] = {"headers": 1}
 
 
 class Finding(Message):
@@ -183,7 +299,10 @@ class Finding(Message):
     task_type: Name = "general"
     run_id: Identifier | None = None
     intake_id: Identifier | None = None  # the task's intake entry id, when the task had one
+    headers: Headers = {}  # the task's, copied
     timestamp: Timestamp = Field(default_factory=_now)
+
+    MINOR_FIELDS: ClassVar[dict[str, int]] = {"headers": 1}
 
     @field_validator("error")
     @classmethod

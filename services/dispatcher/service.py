@@ -292,6 +292,7 @@ class Intake:
             task_type=task.task_type,
             run_id=task.run_id,
             intake_id=task.intake_id,
+            headers=task.headers,
         )
         effects = (*effects, Outgoing(self.names.findings, encode(failed)))
         return DeadLetter(

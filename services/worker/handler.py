@@ -208,6 +208,7 @@ class Worker:
             task_type=task.task_type,
             run_id=task.run_id,
             intake_id=task.intake_id,
+            headers=task.headers,
         )
 
     def _fall_back(
@@ -245,6 +246,7 @@ class Worker:
             task_type=task.task_type,
             run_id=task.run_id,
             intake_id=task.intake_id,
+            headers=task.headers,
             latency_ms=(time.monotonic() - started) * 1000,
         )
         return GiveUp(failed, why)

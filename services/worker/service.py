@@ -208,6 +208,7 @@ def make_handler(
             task_type=task.task_type,
             run_id=task.run_id,
             intake_id=task.intake_id,
+            headers=task.headers,
         )
         return published(f, "cancelled")
 

@@ -20,7 +20,15 @@ from services.dispatcher.service import run_dispatcher
 from services.dispatcher.settings import DispatcherSettings
 from shared.bus import Heartbeat
 from shared.llm.settings import VendorSettings
-from shared.protocol import KNOWN_VENDORS, Names, Task, decode, decode_rejection, encode
+from shared.protocol import (
+    KNOWN_VENDORS,
+    Finding,
+    Names,
+    Task,
+    decode,
+    decode_rejection,
+    encode,
+)
 from shared.runtime.settings import BusSettings, SwarmSettings
 from tests.waiting import eventually
 
@@ -266,3 +274,24 @@ def test_rejection_metric_labels_stay_bounded_whatever_the_poster_sends() -> Non
     assert rejection_label("complexty") == "unknown"  # a typo the poster made
     assert rejection_label("made-up-" + "z" * 500) == "unknown"
     assert rejection_label("history." + "9" * 100) == "unknown"  # too long for a label
+
+
+async def test_headers_ride_on_the_routed_task_and_the_no_route_finding(
+    redis: Redis, names: Names, dispatcher: None
+) -> None:
+    """`headers` (docs/protocol.md section 10) are carried, never routed on."""
+    await _workers(redis, names, "deepseek")
+    headers = {"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
+    fields = {"prompt": "Summarise", "complexity": "simple", "headers": json.dumps(headers)}
+    await redis.xadd(names.intake, {**fields, "task_id": "routed"})  # type: ignore[arg-type]
+    [(vendor, routed)] = await _routed(redis, names, 1)
+    assert vendor == "deepseek" and routed.headers == headers
+    nowhere = {**fields, "task_id": "nowhere", "excluded_vendors": json.dumps(KNOWN_VENDORS)}
+    await redis.xadd(names.intake, nowhere)  # type: ignore[arg-type]
+
+    async def refused() -> list[Finding]:
+        return [decode(Finding, f) for _id, f in await redis.xrange(names.findings)]
+
+    [finding] = await eventually(refused, timeout=20, what="the no-route finding")
+    assert finding.task_id == "nowhere" and finding.worker_id == "dispatcher"
+    assert finding.headers == headers

@@ -277,3 +277,36 @@ async def test_a_model_refusing_logprobs_still_finishes_its_task_without_confide
     assert all(f.status is Status.OK and f.summary for f in found)
     assert all(f.confidence is None and f.attempt == 1 for f in found)
     assert statuses == {"400": 1, "200": 2}  # refused once, never asked again
+
+
+async def test_headers_reach_every_finding_and_the_rerouted_task(
+    redis: Redis, names: Names, start_worker: StartWorker
+) -> None:
+    """A task's `headers` (docs/protocol.md section 10) are copied to its finding, ok or
+    failed, and kept on the task it puts back at the intake to fall back."""
+    headers = {"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
+    await start_worker("deepseek")
+    await post(redis, names, "deepseek", task_id="h-ok", prompt="Hello", headers=headers)
+    pinned = "Only DeepSeek [[sim:context]]"
+    await post(
+        redis,
+        names,
+        "deepseek",
+        task_id="h-failed",
+        vendor="deepseek",
+        prompt=pinned,
+        headers=headers,
+    )
+    await post(
+        redis,
+        names,
+        "deepseek",
+        task_id="h-moved",
+        prompt="Big [[sim:context]]",
+        headers=headers,
+    )
+    done = {f.task_id: f for f in await wait_findings(redis, names, 2)}
+    assert done["h-ok"].status is Status.OK and done["h-ok"].headers == headers
+    assert done["h-failed"].status is Status.FAILED and done["h-failed"].headers == headers
+    [moved] = [decode(Task, f) for f in await _wait_intake(redis, names)]
+    assert moved.task_id == "h-moved" and moved.headers == headers

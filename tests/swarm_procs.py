@@ -27,7 +27,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -39,6 +39,7 @@ from redis.asyncio import Redis
 from shared.bus.membership import live_members
 from shared.protocol import Names
 from shared.runtime.net import free_port
+from tests.chaos.checks import sim_config, simple_tier_policy
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -266,3 +267,16 @@ class SwarmProcs:
                     if record.get("event") == event:
                         found.append({"process": proc.name, **record})
         return found
+
+
+@contextlib.asynccontextmanager
+async def deepseek_fleet(redis_url: str, names: Names, logs: Path) -> AsyncIterator[SwarmProcs]:
+    """The smallest whole swarm: simulator, dispatcher (simple tier: deepseek-flash only),
+    collector and one deepseek worker, `worker-deepseek-1`."""
+    async with SwarmProcs(redis_url, names, logs) as swarm:
+        await swarm.simulator(sim_config(0.05))
+        policy = simple_tier_policy(logs / "policy.toml", "deepseek-flash")
+        await swarm.start("dispatcher", "dispatcher", env=policy)
+        await swarm.start("collector", "collector")
+        await swarm.start("worker-deepseek-1", "worker", "--vendor", "deepseek")
+        yield swarm

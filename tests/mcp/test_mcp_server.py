@@ -27,8 +27,9 @@ from services.mcp.cli import parse_http
 from shared.bus.findings import task_view, totals_by_model
 from shared.protocol import Names, Task, decode
 from shared.runtime.net import free_port
-from tests.chaos.checks import sim_config, simple_tier_policy
+from tests.chaos.checks import sim_config
 from tests.swarm_procs import SwarmProcs
+from tests.swarm_procs import deepseek_fleet as fleet
 
 ROOT = Path(__file__).resolve().parents[2]
 SWARM = Path(sys.executable).parent / "swarm"  # the installed `swarm` command
@@ -56,17 +57,6 @@ async def mcp_stdio(redis_url: str, names: Names, logs: Path) -> AsyncIterator[C
         ):
             await session.initialize()
             yield session
-
-
-@contextlib.asynccontextmanager
-async def fleet(redis_url: str, names: Names, logs: Path) -> AsyncIterator[SwarmProcs]:
-    async with SwarmProcs(redis_url, names, logs) as swarm:
-        await swarm.simulator(sim_config(0.05))
-        policy = simple_tier_policy(logs / "policy.toml", "deepseek-flash")
-        await swarm.start("dispatcher", "dispatcher", env=policy)
-        await swarm.start("collector", "collector")
-        await swarm.start("worker-deepseek-1", "worker", "--vendor", "deepseek")
-        yield swarm
 
 
 def _data(result: CallToolResult) -> dict[str, Any]:

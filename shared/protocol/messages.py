@@ -1,7 +1,9 @@
 """The swarm's messages: pure data, validated, versioned.
 
 Every model is frozen and forbids unknown fields, so a typo in a posted task
-(`complexty=simple`) is rejected with its name instead of being ignored. Field names
+(`complexty=simple`) is rejected with its name instead of being ignored; only a message of
+a newer minor version has the fields this reader does not know dropped (`Message`,
+docs/protocol.md section 10). Field names
 keep the original swarm formats (task_id, task_type, prompt, context, parent_shard,
 urgency, timestamp; finding_id ... tokens_used; query_id ... max_response_tokens) and add
 what a real system needs: token breakdown, cost, latency, attempts, status.

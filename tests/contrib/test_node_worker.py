@@ -310,5 +310,9 @@ async def test_node_worker_honours_cancels_and_done_markers(
             assert await redis.get(names.task_done("task-done")) == b"finding_from_a_peer"
             assert await redis.get(names.task_done("task-slow")) == closed.finding_id.encode()
             group = Names.worker_group("deepseek")
-            assert (await redis.xpending(stream, group))["pending"] == 0, node.tail()
+
+            async def all_acked() -> bool:  # the XACK follows the finding's write
+                return int((await redis.xpending(stream, group))["pending"]) == 0
+
+            await swarm.wait_for(all_acked, timeout=10, what=f"every entry acked\n{node.tail()}")
             assert len(node.events("task.duplicate")) == 1

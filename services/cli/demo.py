@@ -228,6 +228,9 @@ async def _load_shard(redis: Redis, names: Names, vendors: VendorSettings) -> An
         await llm.aclose()
 
 
+_DISPATCHER_VIEW_S = 1.5  # the dispatcher's default fleet refresh, and a margin
+
+
 async def _wait_ready(redis: Redis, names: Names, fleet: Fleet) -> None:
     wanted = {"dispatcher": 1, "collector": 1, "megashard": 1} | {f"worker-{v}": 1 for v in WORKERS}
 
@@ -237,6 +240,10 @@ async def _wait_ready(redis: Redis, names: Names, fleet: Fleet) -> None:
         )
 
     members = await wait_live(redis, names, fleet, wanted, ready=shard_loaded)
+    # The dispatcher reads the fleet once per SWARM_DISPATCHER_FLEET_REFRESH_S (1 s): let it
+    # see every worker before the first task, or a vendor's worker that came up last gets
+    # none of the first tasks (CI, under load, saw openai get none at all).
+    await asyncio.sleep(_DISPATCHER_VIEW_S)
     capacity = sum(int(m.get("capacity", "0") or 0) for m in members if m.get("vendor"))
     say(f"swarm up: {len(members)} services, {capacity} tasks of worker capacity")
 

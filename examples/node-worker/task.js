@@ -1,6 +1,7 @@
-// Decoding a Task entry, as docs/protocol.md sections 3, 4.1 and 4.2 describe it: flat or
-// `data` form, unknown fields rejected by name, values checked by type. A DecodeError lists
-// one problem per offending field; its first field becomes the dead-letter record's `field`.
+// Decoding a Task entry, as docs/protocol.md sections 3, 4.1, 4.2 and 10 describe it: flat or
+// `data` form, unknown fields rejected by name (dropped in a message of a newer minor), values
+// checked by type. A DecodeError lists one problem per offending field; its first field
+// becomes the dead-letter record's `field`.
 
 import { randomBytes } from "node:crypto";
 
@@ -8,7 +9,31 @@ const UTF8 = new TextDecoder("utf-8", { fatal: true });
 const NAME_RE = /^[a-z0-9][a-z0-9_.-]{0,63}$/;
 const INT_RE = /^[+-]?\d+$/;
 const NUMBER_RE = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/;
+const VERSION_RE = /^(\d{1,4})(?:\.(\d{1,4}))?$/;
+// A header name (section 4.2): 1-128 characters, first a letter or digit.
+const HEADER_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 const ISO_RE = /^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}:?\d{2})?$/i;
+
+// The version this reader knows (section 10): Task as of 1.1, which added `headers` (Task
+// has no field of 1.2). Any minor of this major is read; a newer one's unknown fields dropped.
+export const SCHEMA_MAJOR = 1;
+export const SCHEMA_MINOR = 1;
+const KNOWS = `${SCHEMA_MAJOR}.0 to ${SCHEMA_MAJOR}.${SCHEMA_MINOR}`;
+
+/**
+ * Section 10: a writer writes the lowest version that has every field it sets; `minorFields`
+ * maps each field added after MAJOR.0 to the minor that added it (`{ headers: 1 }`). Empty
+ * fields count as unset (and are left out). Returns `"1"` or e.g. `"1.1"`.
+ */
+export function lowestVersion(message, minorFields) {
+  const minor = Math.max(0, ...Object.entries(minorFields).filter(([f]) => isSet(message[f])).map(([, m]) => m));
+  return minor ? `${SCHEMA_MAJOR}.${minor}` : String(SCHEMA_MAJOR);
+}
+
+export function isSet(v) {
+  if (v === undefined || v === null) return false;
+  return typeof v === "object" ? Object.keys(v).length > 0 : true;
+}
 
 export class DecodeError extends Error {
   constructor(problems) {
@@ -99,10 +124,52 @@ function boolean(v) {
   throw new Problem("must be true or false");
 }
 
+// `1`, `"1"`, `"1.1"` (MAJOR and MINOR of 1-4 digits; JSON: an integer or a string) ->
+// [major, minor]; null if it is not a version.
+function parseVersion(v) {
+  if (typeof v === "number") return Number.isInteger(v) && v >= 0 && v <= 9999 ? [v, 0] : null;
+  const m = typeof v === "string" ? VERSION_RE.exec(v.trim()) : null;
+  return m ? [Number(m[1]), Number(m[2] || 0)] : null;
+}
+
 function version(v) {
-  const n = integer(-Infinity)(v);
-  if (n !== 1) throw new Problem(`unsupported version ${n}; this worker reads 1`);
-  return n;
+  const parsed = parseVersion(v);
+  if (!parsed) {
+    throw new Problem(`must be MAJOR or MAJOR.MINOR, e.g. 1 or "${SCHEMA_MAJOR}.${SCHEMA_MINOR}" (a string in JSON)`);
+  }
+  const [major, minor] = parsed;
+  if (major !== SCHEMA_MAJOR) {
+    throw new Problem(
+      `unsupported version ${major}.${minor}: major ${major} is not read here; this swarm reads ${SCHEMA_MAJOR}.x (it knows ${KNOWS})`,
+    );
+  }
+  return `${major}.${minor}`;
+}
+
+function newerMinor(v) {
+  const parsed = parseVersion(v);
+  return parsed !== null && parsed[0] === SCHEMA_MAJOR && parsed[1] > SCHEMA_MINOR;
+}
+
+// Section 4.2 `headers`: a JSON object of at most 32 strings, each value at most 4096 characters.
+function headers(v, path, problems) {
+  if (v === null || typeof v !== "object" || Array.isArray(v)) throw new Problem("must be a JSON object of string to string");
+  const entries = Object.entries(v);
+  if (entries.length > 32) throw new Problem(`has ${entries.length} headers; at most 32 are allowed`);
+  for (const [k] of entries) {
+    if (!HEADER_NAME_RE.test(k)) {
+      throw new Problem(
+        `header name ${JSON.stringify(k.slice(0, 64))} must be 1-128 letters, digits, '_', '.' or '-', first a letter or digit`,
+      );
+    }
+  }
+  for (const [k, value] of entries) {
+    if (typeof value !== "string") problems.push({ field: `${path}.${k}`, problem: "must be a string" });
+    else if (value.length > 4096 && [...value].length > 4096) {
+      problems.push({ field: `${path}.${k}`, problem: "must be at most 4096 characters" });
+    }
+  }
+  return Object.fromEntries(entries);
 }
 
 function optional(check) {
@@ -119,19 +186,19 @@ const ATTEMPT_RECORD = {
 };
 
 function listOf(limit, item) {
-  return (v, path, problems) => {
+  return (v, path, problems, newer) => {
     if (!Array.isArray(v)) throw new Problem("must be a JSON array");
     if (v.length > limit) throw new Problem(`has ${v.length} items; at most ${limit} are allowed`);
-    return v.map((x, i) => item(x, `${path}.${i}`, problems));
+    return v.map((x, i) => item(x, `${path}.${i}`, problems, newer));
   };
 }
 
-function attemptRecord(v, path, problems) {
+function attemptRecord(v, path, problems, newer) {
   if (v === null || typeof v !== "object" || Array.isArray(v)) {
     problems.push({ field: path, problem: "must be a JSON object" });
     return v;
   }
-  return validate("AttemptRecord", ATTEMPT_RECORD, ["vendor", "error"], v, problems, `${path}.`);
+  return validate("AttemptRecord", ATTEMPT_RECORD, ["vendor", "error"], v, problems, `${path}.`, newer);
 }
 
 function nameItem(v, path, problems) {
@@ -163,20 +230,24 @@ const TASK = {
   attempt: integer(1),
   excluded_vendors: listOf(32, nameItem),
   history: listOf(64, attemptRecord),
+  headers,
   timestamp,
 };
-const JSON_FIELDS = new Set(["excluded_vendors", "history"]);
+const JSON_FIELDS = new Set(["excluded_vendors", "history", "headers"]);
 
-function validate(model, spec, required, values, problems, prefix = "") {
+// Section 10: a field the message does not have is rejected by name, unless the message (or
+// the one it is nested in, `newer`) is of a newer minor than this reader's: then it is dropped.
+function validate(model, spec, required, values, problems, prefix = "", newer = false) {
+  const dropUnknown = newer || newerMinor(values.schema_version);
   const out = {};
   for (const [key, value] of Object.entries(values)) {
-    const check = spec[key];
+    const check = Object.hasOwn(spec, key) ? spec[key] : null;
     if (!check) {
-      problems.push({ field: prefix + key, problem: `is not a field of ${model}` });
+      if (!dropUnknown) problems.push({ field: prefix + key, problem: `is not a field of ${model}` });
       continue;
     }
     try {
-      out[key] = check(value, prefix + key, problems);
+      out[key] = check(value, prefix + key, problems, dropUnknown);
     } catch (e) {
       if (!(e instanceof Problem)) throw e;
       problems.push({ field: prefix + key, problem: e.message });
@@ -200,6 +271,7 @@ function finish(values) {
     attempt: 1,
     excluded_vendors: [],
     history: [],
+    headers: {},
     ...Object.fromEntries(Object.entries(task).filter(([, v]) => v !== null)),
   };
 }

@@ -4,7 +4,7 @@
 import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
 import Redis from "ioredis";
-import { DecodeError, decodeTask } from "./task.js";
+import { DecodeError, decodeTask, isSet, lowestVersion } from "./task.js";
 
 const env = process.env;
 const num = (key, dflt) => (env[key] === undefined || env[key] === "" ? dflt : Number(env[key]));
@@ -162,8 +162,11 @@ async function deadLetter(e, reason, field = "") {
   log("task.dead_lettered", { stream: LEVELS[e.level], id: e.id, reason });
 }
 
+// Section 4.3: fields Finding gained after 1.0, and the minor that added each (section 10).
+const FINDING_MINOR_FIELDS = { headers: 1 };
+
 function finding(task, fields) {
-  return {
+  const f = {
     finding_id: `finding_${randomBytes(8).toString("hex")}`,
     task_id: task.task_id,
     worker_id: CONSUMER,
@@ -174,14 +177,18 @@ function finding(task, fields) {
     task_type: task.task_type,
     ...(task.run_id ? { run_id: task.run_id } : {}),
     ...(task.intake_id ? { intake_id: task.intake_id } : {}),
+    ...(isSet(task.headers) ? { headers: task.headers } : {}), // copied unchanged; empty: left out
     timestamp: new Date().toISOString(),
     ...fields,
   };
+  // Section 10: the lowest version with every field it sets, `1` or `1.1` (with headers).
+  return { schema_version: lowestVersion(f, FINDING_MINOR_FIELDS), ...f };
 }
 
 // Section 2 (the done-marker fence), section 8 step 8: finding first, XACK after.
 async function publish(e, f, state) {
-  const flat = Object.entries(f).flatMap(([k, v]) => [k, String(v)]);
+  // Section 3, flat form: a map (`headers`) is JSON text in its field.
+  const flat = Object.entries(f).flatMap(([k, v]) => [k, typeof v === "object" ? JSON.stringify(v) : String(v)]);
   const keys = [K.done(f.task_id), K.findings, K.task(f.task_id)];
   const args = [f.finding_id, DONE_TTL_MS, state, (Date.now() / 1000).toFixed(3), ...flat];
   acking.add(key(e));

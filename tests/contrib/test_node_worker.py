@@ -316,3 +316,196 @@ async def test_node_worker_honours_cancels_and_done_markers(
 
             await swarm.wait_for(all_acked, timeout=10, what=f"every entry acked\n{node.tail()}")
             assert len(node.events("task.duplicate")) == 1
+
+
+# -- versions (docs/protocol.md section 10) --------------------------------------------------
+TRACE = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+HEADERS = {"traceparent": TRACE, "tracestate": "congo=t61rcWkgMzE"}
+# The Node worker reads 1.1: what its reason for another major says it knows.
+READS = "this swarm reads 1.x (it knows 1.0 to 1.1)"
+
+
+async def fates(
+    redis: Redis, names: Names, posted: dict[str, str]
+) -> dict[str, tuple[str, dict[bytes, bytes]]]:
+    """Once every posted task (entry id -> task id) has one: each task's fate, `("finding",
+    its fields on the findings stream)` or `("dead", its dead-letter record)`."""
+    got: dict[str, tuple[str, dict[bytes, bytes]]] = {}
+    findings: Any = await redis.xrange(names.findings)
+    dead: Any = await redis.xrange(names.dead_letter)
+    for _, fields in findings:
+        got[fields[b"task_id"].decode()] = ("finding", fields)
+    for _, record in dead:
+        entry_id = record[b"source_id"].decode()
+        if entry_id in posted:
+            got[posted[entry_id]] = ("dead", record)
+    return got if set(posted.values()) <= got.keys() else {}
+
+
+def finding_of(fate: tuple[str, dict[bytes, bytes]], log: str) -> dict[bytes, bytes]:
+    """The finding of a task that must have been answered; its reason when it was not."""
+    kind, fields = fate
+    assert kind == "finding", f"dead-lettered: {fields.get(b'reason')!r}\n{log}"
+    decode(Finding, fields)  # as the collector reads it
+    return fields
+
+
+@pytest.mark.timeout(120)
+async def test_node_worker_copies_a_tasks_headers_from_the_intake_to_its_finding(
+    node_worker: Path, redis_url: str, redis: Redis, names: Names, tmp_path: Path
+) -> None:
+    logs = tmp_path / "logs"
+    async with SwarmProcs(redis_url, names, logs) as swarm:
+        policy = simple_tier_policy(logs / "policy.toml", "deepseek-flash")
+        await swarm.start("dispatcher", "dispatcher", env=policy)
+        await swarm.start("collector", "collector")
+        async with run_node(node_worker, redis_url, names, logs) as node:
+            await swarm.wait_live(redis, names, {"worker-deepseek": 1, "collector": 1})
+            [task] = tasks("run-headers", 1, headers=HEADERS)
+            [intake_id] = await post(redis, names, [task])
+
+            # The dispatcher routes it as 1.1, with the headers (section 10): the poster's
+            # trace, which it may continue with a span of its own.
+            stream = names.vendor_tasks("deepseek")
+            [(entry_id, routed)] = await swarm.wait_for(
+                lambda: redis.xrange(stream), timeout=20, what="the routed task"
+            )
+            assert routed[b"schema_version"] == b"1.1"
+            headers = json.loads(routed[b"headers"])
+            assert headers["traceparent"].split("-")[1] == TRACE.split("-")[1], headers
+
+            async def fate() -> dict[str, tuple[str, dict[bytes, bytes]]]:
+                return await fates(redis, names, {text(entry_id): task.task_id})
+
+            outcome = await swarm.wait_for(fate, timeout=20, what="the Node worker's answer")
+            fields = finding_of(outcome[task.task_id], node.tail())
+            assert fields[b"worker_id"] == NODE_CONSUMER.encode()
+            assert fields[b"schema_version"] == b"1.1"  # the lowest version with headers
+            assert json.loads(fields[b"headers"]) == headers  # copied unchanged
+            assert fields[b"intake_id"] == intake_id.encode()
+
+            async def collected() -> Any:
+                view = await task_view(redis, names, task.task_id)
+                return view if view is not None and view.findings else None
+
+            view = await swarm.wait_for(collected, timeout=20, what="the collector's record")
+            assert [f.headers for f in view.findings] == [headers]
+            assert view.summary.worker == NODE_CONSUMER
+
+
+@pytest.mark.timeout(120)
+async def test_node_worker_reads_a_newer_minor_and_writes_the_lowest_version(
+    node_worker: Path, redis_url: str, redis: Redis, names: Names, tmp_path: Path
+) -> None:
+    stream = names.vendor_tasks("deepseek")
+    history = [{"vendor": "gemini", "error": "429", "retryable": True, "region_v3": "eu"}]
+    # 1.3, flat, with headers, a field of 1.3 and one in a history entry: both dropped.
+    flat = {
+        "schema_version": "1.3",
+        "task_id": "task-newer-flat",
+        "prompt": "Summarise RFC 9110 section 9.",
+        "headers": json.dumps(HEADERS),
+        "trace_flags_v3": "sampled",
+        "history": json.dumps(history),
+    }
+    # 1.3 in data form without headers: its finding is written `1`, with no headers.
+    doc = {"schema_version": "1.3", "task_id": "task-newer-data", "prompt": "Summarise."}
+    data = {"data": json.dumps({**doc, "deadline_v3": "2030-01-01T00:00:00Z"})}
+    # Cancelled while queued: the cancelled finding carries the headers too.
+    marked = {"schema_version": "1.1", "task_id": "task-marked", "prompt": "Cancelled."}
+    marked["headers"] = json.dumps(HEADERS)
+    await redis.set(names.task_cancelled("task-marked"), "not needed")
+    posted = {}
+    for entry in (flat, data, marked):
+        entry_id = text(await redis.xadd(stream, entry))  # type: ignore[arg-type]
+        posted[entry_id] = entry.get("task_id") or doc["task_id"]
+
+    async with run_node(node_worker, redis_url, names, tmp_path / "logs") as node:
+
+        async def fate() -> dict[str, tuple[str, dict[bytes, bytes]]]:
+            return await fates(redis, names, posted)
+
+        outcome = await eventually(fate, timeout=20, what="the three tasks answered")
+        got = {task_id: finding_of(f, node.tail()) for task_id, f in outcome.items()}
+
+        newer = got["task-newer-flat"]
+        assert newer[b"status"] == b"ok" and newer[b"schema_version"] == b"1.1", newer
+        assert json.loads(newer[b"headers"]) == HEADERS
+        assert b"trace_flags_v3" not in newer
+
+        plain = got["task-newer-data"]
+        assert plain[b"status"] == b"ok" and plain[b"schema_version"] == b"1", plain
+        assert b"headers" not in plain  # empty headers are left out
+
+        cancelled = got["task-marked"]
+        assert cancelled[b"status"] == b"cancelled", cancelled
+        assert cancelled[b"schema_version"] == b"1.1"
+        assert json.loads(cancelled[b"headers"]) == HEADERS
+        assert await redis.xlen(names.dead_letter) == 0
+
+
+@pytest.mark.parametrize(
+    ("entry", "field", "reason"),
+    [
+        pytest.param(  # an unknown field in a version the reader knows is a typo
+            {"schema_version": "1.1", "prompt": "p", "trace_flags_v3": "sampled"},
+            "trace_flags_v3",
+            "trace_flags_v3: is not a field of Task",
+            id="unknown-field-of-1.1",
+        ),
+        pytest.param(
+            {"schema_version": "2.0", "prompt": "p"},
+            "schema_version",
+            f"schema_version: unsupported version 2.0: major 2 is not read here; {READS}",
+            id="major-2",
+        ),
+        pytest.param(
+            {"schema_version": "1.1.1", "prompt": "p"},
+            "schema_version",
+            'schema_version: must be MAJOR or MAJOR.MINOR, e.g. 1 or "1.1" (a string in JSON)',
+            id="not-a-version",
+        ),
+        pytest.param(  # a newer minor's unknown fields are dropped, its known ones checked
+            {"schema_version": "1.3", "prompt": "p", "urgency": "asap", "x_v3": "y"},
+            "urgency",
+            "urgency: must be one of low, normal, high, critical",
+            id="newer-minor-bad-known-field",
+        ),
+        pytest.param(
+            {"schema_version": "1.1", "prompt": "p", "headers": '{"-x": "1"}'},
+            "headers",
+            "headers: header name \"-x\" must be 1-128 letters, digits, '_', '.' or '-', "
+            "first a letter or digit",
+            id="bad-header-name",
+        ),
+        pytest.param(
+            {"prompt": "p", "headers": json.dumps({"big": "x" * 4097})},
+            "headers.big",
+            "headers.big: must be at most 4096 characters",
+            id="header-value-too-long",
+        ),
+    ],
+)
+@pytest.mark.timeout(60)
+async def test_node_worker_rejects_what_its_version_does_not_allow(
+    node_worker: Path,
+    redis_url: str,
+    redis: Redis,
+    names: Names,
+    tmp_path: Path,
+    entry: dict[str, str],
+    field: str,
+    reason: str,
+) -> None:
+    entry_id = text(await redis.xadd(names.vendor_tasks("deepseek"), entry))  # type: ignore[arg-type]
+    async with run_node(node_worker, redis_url, names, tmp_path / "logs") as node:
+
+        async def fate() -> dict[str, tuple[str, dict[bytes, bytes]]]:
+            return await fates(redis, names, {entry_id: "the task"})
+
+        [(kind, record)] = (await eventually(fate, timeout=20, what="its fate")).values()
+        assert kind == "dead", f"answered: {record}\n{node.tail()}"
+        assert record[b"reason"].decode() == f"not a valid task: {reason}"
+        assert record[b"field"].decode() == field
+        assert record[b"schema_version"] == b"1"  # a dead-letter record is always 1
+        assert decode_rejection(record).original == entry

@@ -16,9 +16,11 @@ from services.collector.settings import CollectorSettings
 from services.collector.store import FindingStore, Outcome
 from shared.bus import DeadLetter, Delivery, Effect, Handler, serve, service_context
 from shared.protocol import DecodeError, Finding, Names, decode
+from shared.protocol.tracecontext import trace_of
 from shared.runtime.logging import register_secret
 from shared.runtime.metrics import Metrics
 from shared.runtime.settings import BusSettings, SwarmSettings
+from shared.runtime.tracing import Tracer
 
 log = structlog.get_logger("swarm.collector")
 
@@ -30,6 +32,7 @@ async def run_collector(
     settings: CollectorSettings,
     *,
     metrics: Metrics | None = None,
+    tracer: Tracer | None = None,
 ) -> int:
     if settings.database_url is not None:
         register_secret(settings.database_url.get_secret_value())
@@ -38,7 +41,9 @@ async def run_collector(
         "database": "postgres" if settings.database_url is not None else "",
     }
     async with (
-        service_context("collector", swarm, bus_settings, info=info, metrics=metrics) as ctx,
+        service_context(
+            "collector", swarm, bus_settings, info=info, metrics=metrics, tracer=tracer
+        ) as ctx,
         open_exports(settings) as sinks,
     ):
         ctx.readiness.extend(sink.check for sink in sinks)  # /readyz: the exports too
@@ -46,12 +51,16 @@ async def run_collector(
         sub = ctx.bus.subscribe(ctx.names.findings, Names.COLLECTOR_GROUP, ctx.member_id)
         await sub.start()
         ctx.live_info.append(lambda: {"in_flight": str(sub.in_flight)})
-        handler = make_handler(store, sinks, ctx.metrics)
+        handler = make_handler(store, sinks, ctx.metrics, ctx.tracer)
         await serve(sub, handler, stop=stop, drain_timeout_s=bus_settings.drain_timeout_s)
     return 0
 
 
-def make_handler(store: FindingStore, sinks: Sequence[Sink], metrics: Metrics) -> Handler:
+def make_handler(
+    store: FindingStore, sinks: Sequence[Sink], metrics: Metrics, tracer: Tracer | None = None
+) -> Handler:
+    tracing = tracer or Tracer()
+
     async def handle(delivery: Delivery) -> list[Effect]:
         try:
             finding = decode(Finding, delivery.fields)
@@ -61,15 +70,28 @@ def make_handler(store: FindingStore, sinks: Sequence[Sink], metrics: Metrics) -
             # Posted by hand without an id: name it after its entry, so that a redelivery
             # of this entry is recognised instead of getting a fresh random id.
             finding = finding.model_copy(update={"finding_id": f"entry-{delivery.entry_id}"})
-        structlog.contextvars.bind_contextvars(
-            task_id=finding.task_id, finding_id=finding.finding_id
-        )
-        if await store.seen(finding):
-            outcome = Outcome.REDELIVERED
-        else:
-            for sink in sinks:  # before the Redis write and the ack: never lost
-                await sink.write(finding)
-            outcome = await store.add(finding)
+        attributes = {
+            "messaging.system": "redis",
+            "messaging.destination.name": delivery.stream,
+            "messaging.message.id": delivery.entry_id,
+            "swarm.task_id": finding.task_id,
+            "swarm.finding_id": finding.finding_id,
+            "swarm.status": finding.status.value,
+        }
+        trace = trace_of(finding.headers)
+        with tracing.span("swarm.store", trace, kind="consumer", attributes=attributes) as span:
+            structlog.contextvars.bind_contextvars(
+                task_id=finding.task_id,
+                finding_id=finding.finding_id,
+                trace_id=span.context.trace_id,
+            )
+            if await store.seen(finding):
+                outcome = Outcome.REDELIVERED
+            else:
+                for sink in sinks:  # before the Redis write and the ack: never lost
+                    await sink.write(finding)
+                outcome = await store.add(finding)
+            span.set({"swarm.outcome": outcome.value})
         _count(metrics, finding, outcome)
         log.info(
             "finding.collected",

@@ -34,9 +34,11 @@ from shared.llm.registry import price_table
 from shared.llm.settings import VendorSettings
 from shared.protocol import KNOWN_VENDORS, DecodeError, Finding, Names, Status, Task, decode, encode
 from shared.protocol.codec import entry_size
+from shared.protocol.tracecontext import TraceContext, trace_of, with_trace
 from shared.runtime.metrics import Metrics
 from shared.runtime.redis import REDIS_UNAVAILABLE
 from shared.runtime.settings import BusSettings, SwarmSettings
+from shared.runtime.tracing import Attr, Tracer
 
 log = structlog.get_logger("swarm.dispatcher")
 
@@ -47,10 +49,12 @@ async def run_dispatcher(
     bus_settings: BusSettings,
     settings: DispatcherSettings,
     vendors: VendorSettings,
+    *,
+    tracer: Tracer | None = None,
 ) -> int:
     prices = price_table(vendors)
     policy = Policy.load(settings.policy_file, prices)
-    async with service_context("dispatcher", swarm, bus_settings) as ctx:
+    async with service_context("dispatcher", swarm, bus_settings, tracer=tracer) as ctx:
         redis = ctx.bus.redis
         fleet = FleetView(
             redis,
@@ -76,6 +80,7 @@ async def run_dispatcher(
             fleet=fleet,
             metrics=ctx.metrics,
             claim=claims.claim,
+            tracer=ctx.tracer,
         ).handle
         cancels = ctx.bus.subscribe(ctx.names.cancels, Names.DISPATCHER_GROUP, ctx.member_id)
         await cancels.start()
@@ -130,14 +135,39 @@ class Intake:
         fleet: FleetView,
         metrics: Metrics,
         claim: Callable[[str, str, str], Awaitable[bool]],
+        tracer: Tracer | None = None,
     ) -> None:
         self.names, self.settings, self.policy, self.prices = names, settings, policy, prices
         self.fleet, self.metrics = fleet, metrics
         self._claim = claim
+        self.tracer = tracer or Tracer()
 
     async def handle(self, delivery: Delivery) -> list[Effect]:
         task = self._validate(delivery)
-        structlog.contextvars.bind_contextvars(task_id=task.task_id)
+        caller = trace_of(task.headers)  # the poster's trace, or None: this span starts one
+        attributes: dict[str, Attr | None] = {
+            "messaging.system": "redis",
+            "messaging.destination.name": delivery.stream,
+            "messaging.message.id": delivery.entry_id,
+            "swarm.task_id": task.task_id,
+            "swarm.attempt": task.attempt,
+        }
+        with self.tracer.span(
+            "swarm.intake", caller, kind="consumer", attributes=attributes
+        ) as span:
+            structlog.contextvars.bind_contextvars(
+                task_id=task.task_id, trace_id=span.context.trace_id
+            )
+            # Without the poster's trace (and with SWARM_TRACE_START off) nothing is written
+            # into headers: the routed task stays readable by workers of schema 1.0.
+            carry = caller is not None or self.settings.start_traces
+            if carry:
+                task = task.model_copy(update={"headers": with_trace(task.headers, span.context)})
+            return await self._accept(task, delivery, span.context, carry=carry)
+
+    async def _accept(
+        self, task: Task, delivery: Delivery, intake: TraceContext, *, carry: bool
+    ) -> list[Effect]:
         # One intake entry per task id and attempt wins, atomically, even when two copies
         # are handled at once; a redelivery of the winning entry still goes through.
         key = self.names.task(task.task_id)
@@ -154,7 +184,23 @@ class Intake:
                 field="task_type",
                 stream=self.names.rejected,
             )
-        decision = await self._route(task, fleet)
+        with self.tracer.span(
+            "swarm.route", intake, attributes={"swarm.task_id": task.task_id}
+        ) as span:
+            decision = await self._route(task, fleet)
+            chosen = decision.chosen
+            span.set(
+                {
+                    "swarm.vendor": chosen.vendor if chosen else None,
+                    "gen_ai.request.model": chosen.model if chosen else None,
+                    "swarm.complexity": decision.complexity,
+                    "swarm.reason": decision.reason,
+                }
+            )
+            if chosen is None:
+                span.fail("no_route", decision.reason)
+            elif carry:  # the worker's spans are this one's children
+                task = task.model_copy(update={"headers": with_trace(task.headers, span.context)})
         if decision.chosen is None and self.fleet.vendors_over_cap:
             over = ", ".join(
                 f"{v} (${s:.2f} of ${c:.2f})"

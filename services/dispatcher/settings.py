@@ -43,3 +43,8 @@ class DispatcherSettings(BaseSettings):
     cold_start_wait_s: float = Field(
         default=10.0, ge=0, description="at start, how long a task waits for any worker"
     )
+    start_traces: bool = Field(
+        default=True,
+        validation_alias=AliasChoices("SWARM_TRACE_START"),
+        description="a task without a traceparent starts a trace at intake (header: 1.1)",
+    )

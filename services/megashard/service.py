@@ -36,10 +36,12 @@ from shared.llm.base import LLMClient
 from shared.llm.registry import build_client, price_table
 from shared.llm.settings import MissingCredentialsError, VendorSettings
 from shared.protocol import ContextQuery, DecodeError, Names, decode, encode
+from shared.protocol.tracecontext import trace_of, with_trace
 from shared.runtime.config_errors import ConfigError, Problem
 from shared.runtime.logging import register_secret
 from shared.runtime.metrics import Metrics
 from shared.runtime.settings import BusSettings, SwarmSettings
+from shared.runtime.tracing import Tracer
 
 log = structlog.get_logger("swarm.megashard")
 
@@ -50,12 +52,16 @@ async def run_megashard(
     bus_settings: BusSettings,
     settings: ShardSettings,
     vendors: VendorSettings,
+    *,
+    tracer: Tracer | None = None,
 ) -> int:
     for secret in (vendors.anthropic_api_key, vendors.google_api_key):
         register_secret(secret.get_secret_value() if secret else None)
     prices = price_table(vendors)
     info = {"shard_id": settings.id, **_configured(vendors, settings)}
-    async with service_context(MEGASHARD_SERVICE, swarm, bus_settings, info=info) as ctx:
+    async with service_context(
+        MEGASHARD_SERVICE, swarm, bus_settings, info=info, tracer=tracer
+    ) as ctx:
         names, redis = ctx.names, ctx.bus.redis
         store = ContextStore(redis, names)
 
@@ -82,6 +88,7 @@ async def run_megashard(
             prices=prices,
             metrics=ctx.metrics,
             settings=settings,
+            tracer=ctx.tracer,
         )
         sub = ctx.bus.subscribe(
             names.shard_queries(settings.id), Names.MEGASHARD_GROUP, ctx.member_id
@@ -91,7 +98,9 @@ async def run_megashard(
         watching = asyncio.create_task(_watch(shard, stop, settings), name="shard-watch")
         try:
             await sub.start()
-            handler = make_handler(shard, names, settings, ctx.metrics, redis_get=redis.get)
+            handler = make_handler(
+                shard, names, settings, ctx.metrics, redis_get=redis.get, tracer=ctx.tracer
+            )
             await serve(sub, handler, stop=stop, drain_timeout_s=bus_settings.drain_timeout_s)
         finally:
             stop.set()
@@ -150,17 +159,36 @@ def make_handler(
     metrics: Metrics,
     *,
     redis_get: Callable[[str], Awaitable[bytes | str | None]],
+    tracer: Tracer | None = None,
 ) -> Handler:
     get = redis_get
+    tracing = tracer or Tracer()
 
     async def handle(delivery: Delivery) -> list[Effect]:
         try:
             query = decode(ContextQuery, delivery.fields)
         except DecodeError as exc:
             raise DeadLetter(f"not a valid context query: {exc}", field=exc.field) from exc
-        structlog.contextvars.bind_contextvars(
-            query_id=query.query_id, requester=query.requester_worker_id, task_id=query.task_id
-        )
+        trace = trace_of(query.headers)
+        attributes = {
+            "messaging.system": "redis",
+            "messaging.destination.name": delivery.stream,
+            "swarm.query_id": query.query_id,
+            "swarm.shard_id": shard.shard_id,
+            "swarm.task_id": query.task_id,
+        }
+        with tracing.span("swarm.shard_query", trace, kind="consumer", attributes=attributes) as sp:
+            structlog.contextvars.bind_contextvars(
+                query_id=query.query_id,
+                requester=query.requester_worker_id,
+                task_id=query.task_id,
+                trace_id=sp.context.trace_id,
+            )
+            if trace is not None:  # the shard's vendor call is this span's child
+                query = query.model_copy(update={"headers": with_trace(query.headers, sp.context)})
+            return await answer(query)
+
+    async def answer(query: ContextQuery) -> list[Effect]:
         kept = await get(names.shard_reply(query.query_id))
         if kept is not None:
             metrics.shard_queries.labels(shard.shard_id, "duplicate").inc()

@@ -29,10 +29,13 @@ from shared.llm.backoff import backoff_s
 from shared.llm.base import LLMClient
 from shared.llm.errors import BadRequestError, LLMError
 from shared.llm.prices import PriceTable, cache_storage_usd, price_usage
+from shared.llm.semconv import traced_complete
 from shared.llm.settings import MissingCredentialsError
 from shared.llm.types import LLMRequest, LLMResponse, Usage
 from shared.protocol import ContextQuery, ContextReply, Status
+from shared.protocol.tracecontext import trace_of
 from shared.runtime.metrics import Metrics
+from shared.runtime.tracing import Tracer
 
 log = structlog.get_logger("swarm.megashard")
 
@@ -69,8 +72,10 @@ class Shard:
         prices: PriceTable,
         metrics: Metrics,
         settings: ShardSettings,
+        tracer: Tracer | None = None,
     ) -> None:
         self.shard_id = shard_id
+        self._tracer = tracer or Tracer()
         self._store = store
         self._clients = clients
         self._caches = caches
@@ -234,14 +239,22 @@ class Shard:
                 cache_ttl=self._settings.claude_cache_ttl,
                 max_output_tokens=max_tokens,
             )
-            response = await llm.complete(request)
+            response = await self._complete(llm, m.vendor, request, query)
             return Answer(response, response.usage, self._account(response))
-        return await self._call_gemini(llm, loaded, query.query, max_tokens)
+        return await self._call_gemini(llm, loaded, query, max_tokens)
+
+    async def _complete(
+        self, llm: LLMClient, vendor: str, request: LLMRequest, query: ContextQuery
+    ) -> LLMResponse:
+        parent = trace_of(query.headers)
+        return await traced_complete(
+            self._tracer, llm, vendor, request, parent, task_id=query.task_id
+        )
 
     async def _call_gemini(
-        self, llm: LLMClient, loaded: Loaded, question: str, max_tokens: int
+        self, llm: LLMClient, loaded: Loaded, query: ContextQuery, max_tokens: int
     ) -> Answer:
-        m = loaded.manifest
+        m, question = loaded.manifest, query.query
         cache = self._gemini_cache(m.vendor, m.model)
         for _ in range(2):  # a second go only when the entry vanished under us
             use: CacheUse | None = None
@@ -267,7 +280,7 @@ class Shard:
                     max_output_tokens=max_tokens,
                 )
             try:
-                response = await llm.complete(request)
+                response = await self._complete(llm, m.vendor, request, query)
             except LLMError as exc:
                 if use is not None and exc.status == 404:
                     await cache.invalidate(m.version, use.name)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import structlog
@@ -28,9 +28,12 @@ from shared.llm.errors import (
     RetryableLLMError,
 )
 from shared.llm.prices import PriceTable, estimate_tokens
+from shared.llm.semconv import traced_complete
 from shared.llm.types import LLMRequest, LLMResponse
 from shared.protocol import KNOWN_VENDORS, AttemptRecord, ContextReply, Finding, Status, Task
+from shared.protocol.tracecontext import TraceContext, trace_of
 from shared.runtime.metrics import Metrics
+from shared.runtime.tracing import Tracer
 
 log = structlog.get_logger("swarm.worker")
 
@@ -61,6 +64,7 @@ class ContextSource(Protocol):
         max_response_tokens: int = 2048,
         task_id: str | None = None,
         timeout_s: float = 30.0,
+        trace: TraceContext | None = None,
     ) -> ContextReply: ...
 
 
@@ -108,6 +112,7 @@ class Worker:
     metrics: Metrics
     settings: WorkerSettings
     spend: SpendLedger | None = None
+    tracer: Tracer = field(default_factory=Tracer)
 
     async def run(self, task: Task) -> Outcome:
         started = time.monotonic()
@@ -130,7 +135,14 @@ class Worker:
                 self.metrics.ratelimit_wait.labels(self.vendor, model).observe(waited)
             call_started = time.monotonic()
             try:
-                response = await self.llm.complete(request)
+                response = await traced_complete(
+                    self.tracer,
+                    self.llm,
+                    self.vendor,
+                    request,
+                    trace_of(task.headers),
+                    task_id=task.task_id,
+                )
             except LLMError as exc:
                 account_error(self.metrics, exc, time.monotonic() - call_started)
                 if isinstance(exc, RetryableLLMError):
@@ -178,6 +190,7 @@ class Worker:
                 task.prompt,
                 task_id=task.task_id,
                 timeout_s=self.settings.context_timeout_s,
+                trace=trace_of(task.headers),
             )
         except Exception as exc:  # context enriches the task; without it the task still runs
             log.warning("context.unavailable", shard=task.parent_shard, error=str(exc))

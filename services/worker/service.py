@@ -34,9 +34,11 @@ from shared.bus.tail import tail
 from shared.llm.registry import build_client, default_model, price_table, served_models
 from shared.llm.settings import MissingCredentialsError, VendorSettings
 from shared.protocol import Cancel, DecodeError, Finding, Names, Status, Task, decode, encode
+from shared.protocol.tracecontext import trace_of, with_trace
 from shared.runtime.config_errors import ConfigError, Problem
 from shared.runtime.logging import register_secret
 from shared.runtime.settings import BusSettings, SwarmSettings
+from shared.runtime.tracing import Attr, Tracer
 
 log = structlog.get_logger("swarm.worker")
 
@@ -47,6 +49,8 @@ async def run_worker(
     bus_settings: BusSettings,
     settings: WorkerSettings,
     vendors: VendorSettings,
+    *,
+    tracer: Tracer | None = None,
 ) -> int:
     vendor = settings.vendor
     try:
@@ -75,7 +79,9 @@ async def run_worker(
         "simulated": str(vendors.simulator_url is not None and not _own_url(vendors, vendor)),
     }
     try:
-        async with service_context(f"worker-{vendor}", swarm, bus_settings, info=info) as ctx:
+        async with service_context(
+            f"worker-{vendor}", swarm, bus_settings, info=info, tracer=tracer
+        ) as ctx:
             names, redis = ctx.names, ctx.bus.redis
             limiter = None
             if settings.rpm or settings.tpm:
@@ -106,6 +112,7 @@ async def run_worker(
                     ctx.metrics,
                     settings,
                     spend=SpendBook(redis, names, period_s=settings.budget_period_s),
+                    tracer=ctx.tracer,
                 )
                 sub = ctx.bus.subscribe_by_urgency(
                     names.vendor_task_levels(vendor), Names.worker_group(vendor), ctx.member_id
@@ -225,7 +232,9 @@ def make_handler(
             task = decode(Task, delivery.fields)
         except DecodeError as exc:
             raise DeadLetter(f"not a valid task: {exc}", field=exc.field) from exc
-        structlog.contextvars.bind_contextvars(task_id=task.task_id, vendor=worker.vendor)
+        return await _traced(worker, delivery, task, work)
+
+    async def work(task: Task) -> list[Effect]:
         done_key = names.task_done(task.task_id)
         done, cancel = await redis_mget(done_key, names.task_cancelled(task.task_id))
         if done is not None:
@@ -293,6 +302,32 @@ async def tail_cancels(redis: Redis, stream: str, watch: CancelWatch, stop: asyn
         reason = request.reason.strip() or "cancelled by its poster"
         if watch.cancel(request.task_id, reason):
             log.info("task.cancel_in_flight", task_id=request.task_id)
+
+
+async def _traced(
+    worker: Worker,
+    delivery: Delivery,
+    task: Task,
+    work: Callable[[Task], Awaitable[list[Effect]]],
+) -> list[Effect]:
+    """`work(task)` inside the task's span; the task's trace, if it carries one, names
+    this span as the parent of its vendor calls, a reroute and its finding."""
+    trace = trace_of(task.headers)
+    attributes: dict[str, Attr | None] = {
+        "messaging.system": "redis",
+        "messaging.destination.name": delivery.stream,
+        "messaging.message.id": delivery.entry_id,
+        "swarm.task_id": task.task_id,
+        "swarm.vendor": worker.vendor,
+        "swarm.worker_id": worker.worker_id,
+    }
+    with worker.tracer.span("swarm.task", trace, kind="consumer", attributes=attributes) as span:
+        structlog.contextvars.bind_contextvars(
+            task_id=task.task_id, vendor=worker.vendor, trace_id=span.context.trace_id
+        )
+        if trace is not None:
+            task = task.model_copy(update={"headers": with_trace(task.headers, span.context)})
+        return await work(task)
 
 
 def _state(key: str, state: str, finding_id: str, settings: WorkerSettings) -> SetFields:

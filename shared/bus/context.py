@@ -23,6 +23,7 @@ from shared.runtime.health import HealthServer, ReadinessCheck, RedisPing
 from shared.runtime.metrics import Metrics
 from shared.runtime.redis import connect, wait_ready
 from shared.runtime.settings import BusSettings, SwarmSettings
+from shared.runtime.tracing import Tracer, build_tracer
 
 log = structlog.get_logger("swarm.service")
 
@@ -36,6 +37,7 @@ class ServiceContext:
     metrics: Metrics
     swarm: SwarmSettings
     settings: BusSettings
+    tracer: Tracer = field(default_factory=Tracer)
     live_info: list[Callable[[], Mapping[str, str]]] = field(default_factory=list)
     # async () -> None when fine, else a short reason; all must pass for /readyz.
     readiness: list[ReadinessCheck] = field(default_factory=list)
@@ -55,10 +57,14 @@ async def service_context(
     *,
     info: Mapping[str, str] | None = None,
     metrics: Metrics | None = None,
+    tracer: Tracer | None = None,
 ) -> AsyncIterator[ServiceContext]:
     metrics = metrics or Metrics.create()
     url = swarm.redis_url.get_secret_value()
     async with AsyncExitStack() as stack:
+        if tracer is None:  # ours: its last spans are exported when the service stops
+            tracer = build_tracer(service, swarm.traces_endpoint, swarm.otel_service_name)
+            stack.callback(tracer.shutdown)
         ping = RedisPing(url)
         stack.push_async_callback(ping.aclose)
         checks: list[ReadinessCheck] = [ping]
@@ -67,7 +73,14 @@ async def service_context(
             await server.start(swarm.metrics_port)  # up while Redis is waited for
             stack.push_async_callback(server.aclose)
         async with _connected(
-            service, swarm, settings, url=url, metrics=metrics, checks=checks, info=info
+            service,
+            swarm,
+            settings,
+            url=url,
+            metrics=metrics,
+            tracer=tracer,
+            checks=checks,
+            info=info,
         ) as ctx:
             yield ctx
 
@@ -80,6 +93,7 @@ async def _connected(
     *,
     url: str,
     metrics: Metrics,
+    tracer: Tracer,
     checks: list[ReadinessCheck],
     info: Mapping[str, str] | None,
 ) -> AsyncIterator[ServiceContext]:
@@ -87,7 +101,9 @@ async def _connected(
     names = swarm.names
     member_id = swarm.member_id(service)
     bus = Bus(redis, names, settings, metrics, readiness=checks)
-    ctx = ServiceContext(service, member_id, names, bus, metrics, swarm, settings, readiness=checks)
+    ctx = ServiceContext(
+        service, member_id, names, bus, metrics, swarm, settings, tracer, readiness=checks
+    )
     heartbeat = Heartbeat(
         redis,
         names,

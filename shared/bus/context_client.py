@@ -34,6 +34,7 @@ from shared.bus import streamids
 from shared.bus.bus import Bus
 from shared.bus.membership import live_members
 from shared.protocol import ContextQuery, ContextReply, DecodeError, Status, decode, encode
+from shared.protocol.tracecontext import TraceContext
 from shared.runtime.redis import REDIS_UNAVAILABLE
 
 log = structlog.get_logger("swarm.context")
@@ -267,6 +268,7 @@ class ContextClient:
         max_response_tokens: int = 2048,
         task_id: str | None = None,
         timeout_s: float = 30.0,
+        trace: TraceContext | None = None,
     ) -> PendingReply:
         """Resolve `target`, publish the query, and return without waiting for the reply."""
         if self._reader_task is None:
@@ -284,6 +286,7 @@ class ContextClient:
             reply_to=self.reply_stream,
             task_id=task_id,
             deadline=deadline,
+            headers=trace.headers() if trace else {},
         )
         loop = asyncio.get_running_loop()
         future: asyncio.Future[ContextReply] = loop.create_future()
@@ -313,6 +316,7 @@ class ContextClient:
         max_response_tokens: int = 2048,
         task_id: str | None = None,
         timeout_s: float = 30.0,
+        trace: TraceContext | None = None,
     ) -> ContextReply:
         """Ask the shard for `target` and wait up to `timeout_s` for its reply.
 
@@ -325,6 +329,7 @@ class ContextClient:
             max_response_tokens=max_response_tokens,
             task_id=task_id,
             timeout_s=timeout_s,
+            trace=trace,
         )
         return await pending.wait()
 

@@ -36,7 +36,7 @@ from pydantic import (
 # `MAJOR.MINOR` (docs/protocol.md section 10). A reader takes any minor of its major: a
 # higher minor's fields it does not know are dropped; a message of another major is refused.
 SCHEMA_MAJOR = 1
-SCHEMA_MINOR = 1
+SCHEMA_MINOR = 2
 SCHEMA_VERSION = f"{SCHEMA_MAJOR}.{SCHEMA_MINOR}"
 
 # Known vendors. The protocol accepts any well-formed vendor name (a third party can run
@@ -343,7 +343,10 @@ class ContextQuery(Message):
     reply_to: Identifier
     task_id: Identifier | None = None
     deadline: Timestamp | None = None
+    headers: Headers = {}  # the asking task's trace context
     timestamp: Timestamp = Field(default_factory=_now)
+
+    MINOR_FIELDS: ClassVar[dict[str, int]] = {"headers": 2}
 
 
 class ContextReply(Message):

@@ -35,6 +35,19 @@ class SwarmSettings(BaseSettings):
     log_level: str = Field(default="info", validation_alias=AliasChoices("LOG_LEVEL"))
     log_json: bool | None = Field(default=None, validation_alias=AliasChoices("LOG_JSON"))
     consumer_name: str | None = Field(default=None, validation_alias=AliasChoices("CONSUMER_NAME"))
+    # OpenTelemetry's own variables (OTLP over HTTP): spans are exported only when set.
+    otlp_endpoint: str | None = Field(
+        default=None, validation_alias=AliasChoices("OTEL_EXPORTER_OTLP_ENDPOINT")
+    )
+    otlp_traces_endpoint: str | None = Field(
+        default=None, validation_alias=AliasChoices("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    )
+    otel_service_name: str | None = Field(
+        default=None, validation_alias=AliasChoices("OTEL_SERVICE_NAME")
+    )
+    otel_sdk_disabled: bool = Field(
+        default=False, validation_alias=AliasChoices("OTEL_SDK_DISABLED")
+    )
 
     @field_validator("namespace")
     @classmethod
@@ -49,6 +62,17 @@ class SwarmSettings(BaseSettings):
     @property
     def redis_url_redacted(self) -> str:
         return redact_url(self.redis_url.get_secret_value())
+
+    @property
+    def traces_endpoint(self) -> str | None:
+        """Where spans go: the traces endpoint as given, or the base one's `/v1/traces`."""
+        if self.otel_sdk_disabled:
+            return None
+        if self.otlp_traces_endpoint:
+            return self.otlp_traces_endpoint
+        if self.otlp_endpoint:
+            return self.otlp_endpoint.rstrip("/") + "/v1/traces"
+        return None
 
     def member_id(self, service: str) -> str:
         """Consumer name. In a container hostname and pid are the same after a restart, so

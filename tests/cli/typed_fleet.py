@@ -51,8 +51,13 @@ class TypedFleet:
 
 @contextlib.asynccontextmanager
 async def typed_fleet(
-    logs: Path, *, latency_s: float = 0.05, worker_env: Mapping[str, str] | None = None
+    logs: Path,
+    *,
+    latency_s: float = 0.05,
+    worker_env: Mapping[str, str] | None = None,
+    fleet_env: Mapping[str, str] | None = None,
 ) -> AsyncIterator[TypedFleet]:
+    """`fleet_env`: set in every service process (`worker_env`: in the worker's only)."""
     names = Names("swarm")
     with private_redis_server() as (url, _):
         port = url.rsplit(":", 1)[1].split("/")[0]
@@ -66,7 +71,7 @@ async def typed_fleet(
         prelude = f'redis-cli() {{ command redis-cli -p {port} "$@"; }}\n'
         redis = connect(url, BusSettings())
         try:
-            async with SwarmProcs(url, names, logs) as swarm:
+            async with SwarmProcs(url, names, logs, env=dict(fleet_env or {})) as swarm:
                 await swarm.simulator(sim_config(latency_s))
                 policy = simple_tier_policy(swarm.logs / "policy.toml", "deepseek-flash")
                 await swarm.start("dispatcher", "dispatcher", env=policy)

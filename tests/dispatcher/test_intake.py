@@ -29,6 +29,7 @@ from shared.protocol import (
     decode_rejection,
     encode,
 )
+from shared.protocol.tracecontext import trace_of
 from shared.runtime.settings import BusSettings, SwarmSettings
 from tests.waiting import eventually
 
@@ -279,13 +280,15 @@ def test_rejection_metric_labels_stay_bounded_whatever_the_poster_sends() -> Non
 async def test_headers_ride_on_the_routed_task_and_the_no_route_finding(
     redis: Redis, names: Names, dispatcher: None
 ) -> None:
-    """`headers` (docs/protocol.md section 10) are carried, never routed on."""
+    """`headers` (docs/protocol.md section 10) are carried, never routed on; the trace
+    context keeps its trace id and state, with the dispatcher's span as the parent."""
     await _workers(redis, names, "deepseek")
-    headers = {"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
-    fields = {"prompt": "Summarise", "complexity": "simple", "headers": json.dumps(headers)}
+    posted = {"traceparent": TRACEPARENT, "tracestate": "congo=t61", "x-team": "search"}
+    fields = {"prompt": "Summarise", "complexity": "simple", "headers": json.dumps(posted)}
     await redis.xadd(names.intake, {**fields, "task_id": "routed"})  # type: ignore[arg-type]
     [(vendor, routed)] = await _routed(redis, names, 1)
-    assert vendor == "deepseek" and routed.headers == headers
+    assert vendor == "deepseek"
+    _same_trace_new_parent(routed.headers, posted)
     nowhere = {**fields, "task_id": "nowhere", "excluded_vendors": json.dumps(KNOWN_VENDORS)}
     await redis.xadd(names.intake, nowhere)  # type: ignore[arg-type]
 
@@ -294,4 +297,18 @@ async def test_headers_ride_on_the_routed_task_and_the_no_route_finding(
 
     [finding] = await eventually(refused, timeout=20, what="the no-route finding")
     assert finding.task_id == "nowhere" and finding.worker_id == "dispatcher"
-    assert finding.headers == headers
+    _same_trace_new_parent(finding.headers, posted)
+
+
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+def _same_trace_new_parent(carried: dict[str, str], posted: dict[str, str]) -> None:
+    """Other headers as posted; the same trace and tracestate under another parent span."""
+    was, now = trace_of(posted), trace_of(carried)
+    assert was is not None and now is not None, carried
+    assert (now.trace_id, now.state, now.flags) == (was.trace_id, was.state, was.flags)
+    assert now.span_id != was.span_id
+    assert {k: v for k, v in carried.items() if k not in ("traceparent",)} == {
+        k: v for k, v in posted.items() if k != "traceparent"
+    }

@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from shared.bus.findings import TaskView, task_view
 from shared.bus.streamids import text
 from shared.protocol import Finding, Names, Rejection, Task, decode, decode_rejection
+from shared.protocol.tracecontext import trace_of
 from tests.chaos.checks import sim_config, simple_tier_policy
 from tests.swarm_procs import SwarmProcs, deepseek_fleet
 
@@ -43,6 +44,14 @@ def _export(ref: str, into: Path) -> Path:
     return into
 
 
+def _same_trace(carried: dict[str, str]) -> None:
+    """The posted trace, carried on: same trace id and tracestate, a later hop's span."""
+    posted, now = trace_of(HEADERS), trace_of(carried)
+    assert posted is not None and now is not None, carried
+    assert (now.trace_id, now.state) == (posted.trace_id, posted.state)
+    assert now.span_id != posted.span_id and set(carried) == set(HEADERS)
+
+
 async def _finding_of(swarm: SwarmProcs, redis: Redis, names: Names, task_id: str) -> Finding:
     async def stored() -> TaskView | None:
         view = await task_view(redis, names, task_id)
@@ -61,9 +70,9 @@ async def test_a_newer_minor_passes_every_service_and_another_major_is_rejected(
     async with deepseek_fleet(redis_url, names, logs) as swarm:
         await swarm.wait_live(redis, names, {"worker-deepseek": 1, "collector": 1})
 
-        # As a poster of a later 1.x writes it with redis-cli: flat, a field of 1.2.
+        # As a poster of a later 1.x writes it with redis-cli: flat, a field of 1.3.
         newer = {
-            "schema_version": "1.2",
+            "schema_version": "1.3",
             "task_id": "task-newer-minor",
             "prompt": "Summarise RFC 9110 section 9.",
             "complexity": "simple",
@@ -82,10 +91,10 @@ async def test_a_newer_minor_passes_every_service_and_another_major_is_rejected(
             finding = await _finding_of(swarm, redis, names, task_id)
             assert finding.status == "ok" and finding.summary, finding
             assert finding.vendor == "deepseek" and finding.worker_id == "worker-deepseek-1"
-            assert finding.headers == HEADERS, finding
+            _same_trace(finding.headers)
             assert finding.schema_version == "1.1"
 
-        # The routed task kept the headers, lost the field of 1.2, and says 1.1.
+        # The routed task kept the headers, lost the field of 1.3, and says 1.1.
         routed = [
             fields
             for _, fields in await redis.xrange(names.vendor_tasks("deepseek", "normal"))
@@ -94,7 +103,7 @@ async def test_a_newer_minor_passes_every_service_and_another_major_is_rejected(
         assert len(routed) == 1
         assert routed[0][b"schema_version"] == b"1.1"
         assert b"deadline_v2" not in routed[0]
-        assert decode(Task, routed[0]).headers == HEADERS
+        _same_trace(decode(Task, routed[0]).headers)
         # The finding on the findings stream says 1.1 and carries them too.
         on_stream = [
             fields
@@ -102,7 +111,7 @@ async def test_a_newer_minor_passes_every_service_and_another_major_is_rejected(
             if fields[b"task_id"] == b"task-newer-minor"
         ]
         assert [f[b"schema_version"] for f in on_stream] == [b"1.1"]
-        assert json.loads(on_stream[0][b"headers"]) == HEADERS
+        _same_trace(json.loads(on_stream[0][b"headers"]))
 
         async def rejected() -> list[Rejection]:
             return [
@@ -128,7 +137,9 @@ async def test_an_older_worker_serves_beside_a_newer_dispatcher_and_collector(
     async with SwarmProcs(redis_url, names, logs) as swarm:
         sim_url = await swarm.simulator(sim_config(0.05))
         policy = simple_tier_policy(logs / "policy.toml", "deepseek-flash")
-        await swarm.start("dispatcher", "dispatcher", env=policy)
+        # While 1.0 workers serve, the dispatcher starts no trace of its own (section 10.1):
+        # a traceparent it added would make every routed task 1.1.
+        await swarm.start("dispatcher", "dispatcher", env={**policy, "SWARM_TRACE_START": "false"})
         await swarm.start("collector", "collector")
         # The older worker runs its own code: its tree first on the path, and its cwd.
         old = SwarmProcs(
@@ -139,10 +150,10 @@ async def test_an_older_worker_serves_beside_a_newer_dispatcher_and_collector(
             await old.start("worker-deepseek-old", "worker", "--vendor", "deepseek")
             await swarm.wait_live(redis, names, {"worker-deepseek": 1, "collector": 1})
 
-            # Posted as 1.0 (none), 1 and 1.1 without 1.1 fields, and 1.2 with a field of
-            # 1.2: the new dispatcher writes each routed task as `1`, which the older reads.
+            # Posted as 1.0 (none), 1 and 1.1 without 1.1 fields, and 1.3 with a field of
+            # 1.3: the new dispatcher writes each routed task as `1`, which the older reads.
             posted = []
-            for i, version in enumerate([None, "1", "1.1", "1.2", "1.2"]):
+            for i, version in enumerate([None, "1", "1.1", "1.3", "1.3"]):
                 fields = {
                     "task_id": f"task-old-{i}",
                     "prompt": f"Summarise supplier note {i}.",
@@ -150,7 +161,7 @@ async def test_an_older_worker_serves_beside_a_newer_dispatcher_and_collector(
                 }
                 if version is not None:
                     fields["schema_version"] = version
-                if version == "1.2":
+                if version == "1.3":
                     fields["deadline_v2"] = "2030-01-01T00:00:00Z"
                 await redis.xadd(names.intake, fields)  # type: ignore[arg-type]
                 posted.append(fields["task_id"])

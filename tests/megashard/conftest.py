@@ -23,6 +23,7 @@ from shared.llm.settings import VendorSettings
 from shared.protocol import Names
 from shared.runtime.metrics import Metrics
 from shared.runtime.settings import BusSettings, SwarmSettings
+from shared.runtime.tracing import Tracer
 
 WORDS = [
     *("ledger", "invoice", "supplier", "contract", "payment", "terms", "outage", "incident"),
@@ -96,7 +97,11 @@ async def start_shard(
     running: list[tuple[asyncio.Event, asyncio.Task[int]]] = []
 
     async def start(
-        shard: str, *, visibility_timeout_s: float = 30, **settings: Any
+        shard: str,
+        *,
+        visibility_timeout_s: float = 30,
+        tracer: Tracer | None = None,
+        **settings: Any,
     ) -> asyncio.Task[int]:
         stop = asyncio.Event()
         swarm = SwarmSettings(
@@ -114,7 +119,9 @@ async def start_shard(
             visibility_timeout_s=visibility_timeout_s,
         )
         shard_settings = ShardSettings(id=shard, backoff_base_s=0.05, **settings)
-        task = asyncio.create_task(run_megashard(stop, swarm, bus, shard_settings, vendors))
+        task = asyncio.create_task(
+            run_megashard(stop, swarm, bus, shard_settings, vendors, tracer=tracer)
+        )
         running.append((stop, task))
         STOPS[task] = stop
         return task

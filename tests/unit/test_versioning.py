@@ -26,7 +26,7 @@ def _rejected(fields: dict[str, str]) -> tuple[str, str]:
 
 def test_an_unknown_field_of_a_known_version_is_rejected_by_name() -> None:
     """Typos are still caught in every version this reader knows, 1.1 included."""
-    for version in (None, "1", "1.0", "1.1", " 1.1 "):
+    for version in (None, "1", "1.0", "1.1", " 1.1 ", "1.2"):
         fields = {"prompt": "p", "complexty": "simple"}
         if version is not None:
             fields["schema_version"] = version
@@ -38,7 +38,7 @@ def test_an_unknown_field_of_a_known_version_is_rejected_in_data_form_too() -> N
     assert _rejected({"data": json.dumps(doc)})[0] == "complexty"
 
 
-@pytest.mark.parametrize("version", ["1.2", "1.17"])
+@pytest.mark.parametrize("version", ["1.3", "1.17"])
 def test_the_fields_of_a_newer_minor_are_dropped(version: str) -> None:
     flat = {"schema_version": version, "prompt": "p", "priority_v2": "9", "urgency": "high"}
     task = decode(Task, flat)
@@ -50,9 +50,9 @@ def test_the_fields_of_a_newer_minor_are_dropped(version: str) -> None:
 
 def test_a_newer_minor_drops_unknown_fields_of_nested_messages_too() -> None:
     history = [{"vendor": "gemini", "error": "429", "retry_after_s": 3}]
-    task = decode(Task, {"schema_version": "1.2", "prompt": "p", "history": json.dumps(history)})
+    task = decode(Task, {"schema_version": "1.3", "prompt": "p", "history": json.dumps(history)})
     assert task.history[0].vendor == "gemini"
-    field, _ = _rejected({"schema_version": "1.1", "prompt": "p", "history": json.dumps(history)})
+    field, _ = _rejected({"schema_version": "1.2", "prompt": "p", "history": json.dumps(history)})
     assert field == "history.0.retry_after_s"
 
 

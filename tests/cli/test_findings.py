@@ -67,10 +67,14 @@ async def test_a_run_shows_progress_and_one_line_per_task(
 ) -> None:
     await start_collector()
     await expect_run(redis, names, "nightly", 3)
+    # One after the other: a run lists its tasks in the order they finished, and two
+    # findings published together may be stored in either order.
+    first = make_finding(task_id="n-1", run_id="nightly", summary="first answer", cost_usd=0.002)
+    await publish(redis, names, first)
+    await wait_handled(redis, names)
     await publish(
         redis,
         names,
-        make_finding(task_id="n-1", run_id="nightly", summary="first answer", cost_usd=0.002),
         make_finding(task_id="n-2", run_id="nightly", status="failed", error="quota exhausted",
                      summary=""),
     )  # fmt: skip

@@ -81,10 +81,10 @@ def make_handler(
         trace = trace_of(finding.headers)
         with tracing.span("swarm.store", trace, kind="consumer", attributes=attributes) as span:
             structlog.contextvars.bind_contextvars(
-                task_id=finding.task_id,
-                finding_id=finding.finding_id,
-                trace_id=span.context.trace_id,
+                task_id=finding.task_id, finding_id=finding.finding_id
             )
+            if trace is not None:
+                structlog.contextvars.bind_contextvars(trace_id=trace.trace_id)
             if await store.seen(finding):
                 outcome = Outcome.REDELIVERED
             else:

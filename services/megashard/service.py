@@ -179,12 +179,10 @@ def make_handler(
         }
         with tracing.span("swarm.shard_query", trace, kind="consumer", attributes=attributes) as sp:
             structlog.contextvars.bind_contextvars(
-                query_id=query.query_id,
-                requester=query.requester_worker_id,
-                task_id=query.task_id,
-                trace_id=sp.context.trace_id,
+                query_id=query.query_id, requester=query.requester_worker_id, task_id=query.task_id
             )
             if trace is not None:  # the shard's vendor call is this span's child
+                structlog.contextvars.bind_contextvars(trace_id=trace.trace_id)
                 query = query.model_copy(update={"headers": with_trace(query.headers, sp.context)})
             return await answer(query)
 

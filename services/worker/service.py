@@ -322,10 +322,9 @@ async def _traced(
         "swarm.worker_id": worker.worker_id,
     }
     with worker.tracer.span("swarm.task", trace, kind="consumer", attributes=attributes) as span:
-        structlog.contextvars.bind_contextvars(
-            task_id=task.task_id, vendor=worker.vendor, trace_id=span.context.trace_id
-        )
-        if trace is not None:
+        structlog.contextvars.bind_contextvars(task_id=task.task_id, vendor=worker.vendor)
+        if trace is not None:  # an untraced task's log lines name no trace of this span
+            structlog.contextvars.bind_contextvars(trace_id=trace.trace_id)
             task = task.model_copy(update={"headers": with_trace(task.headers, span.context)})
         return await work(task)
 

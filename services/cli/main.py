@@ -125,12 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     shard.add_parser(sub)
 
-    from services.cli import cancel, dlq, findings, post  # noqa: PLC0415
+    from services.cli import backup, cancel, dlq, findings, post  # noqa: PLC0415
 
     post.add_parser(sub)
     cancel.add_parser(sub)
     findings.add_parser(sub)
     dlq.add_parser(sub)
+    backup.add_parser(sub)
 
     from services.cli import demo, up  # noqa: PLC0415
 
@@ -304,6 +305,18 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     return dlq.run(args)
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from services.cli import backup  # noqa: PLC0415
+
+    return backup.run_export(args)
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from services.cli import backup  # noqa: PLC0415
+
+    return backup.run_import(args)
+
+
 def cmd_console(args: argparse.Namespace) -> int:
     from services.console import cli as console  # noqa: PLC0415
 
@@ -330,6 +343,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "findings": cmd_findings,
         "cancel": cmd_cancel,
         "dlq": cmd_dlq,
+        "export": cmd_export,
+        "import": cmd_import,
         "console": cmd_console,
         "mcp": cmd_mcp,
     }

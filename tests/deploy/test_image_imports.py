@@ -342,16 +342,22 @@ _packages_distributions = cache(packages_distributions)
 @cache
 def _distribution_of(module: str) -> str | None:
     """The installed distribution that provides `module` (a namespace package such as
-    `google` is shared by several: the one whose files hold the subpackage)."""
+    `google` or `opentelemetry` is shared by several: the one whose files hold the deepest
+    subpackage named, as `opentelemetry.exporter` is itself shared)."""
     parts = module.split(".")
     names = sorted(set(_packages_distributions().get(parts[0], [])))
-    if len(names) > 1 and len(parts) > 1:
-        sub = "/".join(parts[:2])
-        names = [
+    for depth in range(len(parts), 1, -1):
+        if len(names) <= 1:
+            break
+        sub = "/".join(parts[:depth])
+        holders = [
             n
             for n in names
             if any(str(f).startswith((f"{sub}/", f"{sub}.py")) for f in distribution(n).files or [])
         ]
+        if holders:
+            names = holders
+            break
     return canonicalize_name(names[0]) if names else None
 
 

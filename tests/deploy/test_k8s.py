@@ -5,25 +5,31 @@ properties the swarm needs, each checked by a function that a test also shows fa
 no `replicas` on a KEDA-scaled Deployment (so applying again never resets KEDA's scale),
 a PodDisruptionBudget per service, NetworkPolicies (services reach DNS, Redis and, for the
 callers, vendor APIs only; Redis admits the swarm only), probes on /livez and /readyz, the
-Redis option (StatefulSet with AOF on a PVC, or an external Redis over TLS by Secret), and a
-README "Deploy" section that agrees with the manifests on TLS and ports."""
+Redis option (StatefulSet with AOF on a PVC, or an external Redis over TLS by Secret; the
+StatefulSet's redis.conf and arguments also run in a real redis-server with the ACL file made
+as the README says), and a README "Deploy" section that agrees with the manifests on TLS,
+ports and Secrets."""
 
 from __future__ import annotations
 
 import copy
 import functools
 import ipaddress
+import os
 import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 import yaml
 
 from shared.protocol import Names
+from shared.runtime.net import free_port
 from shared.runtime.settings import BusSettings
 from tests.deploy.conftest import (
     DEPLOY,
@@ -420,8 +426,8 @@ def egress_problems(docs: list[Doc]) -> list[str]:
 def redis_ingress_problems(docs: list[Doc]) -> list[str]:
     """Redis admits the swarm's pods (all of them) and KEDA's operator, on Redis's port."""
     problems = []
-    for redis in by_kind(docs).get("StatefulSet", {}).values():
-        policies = policies_for(docs, pod_labels(redis), "Ingress")
+    for server in by_kind(docs).get("StatefulSet", {}).values():
+        policies = policies_for(docs, pod_labels(server), "Ingress")
         if not policies:
             problems.append("redis: no ingress policy, admits anything")
         rules = [r for p in policies for r in p["spec"].get("ingress", [])]
@@ -461,8 +467,8 @@ def test_the_network_checks_see_mistakes() -> None:
     vendors["except"] = ["10.0.0.0/8"]
     # A service whose pods lost the swarm's label (no includeTemplates): Redis refuses it.
     del pod_labels(swarm_services(docs)["dispatcher"])["app.kubernetes.io/part-of"]
-    redis = policies["redis-ingress"]["spec"]["ingress"][0]
-    redis["from"].append({"namespaceSelector": {}})
+    ingress = policies["redis-ingress"]["spec"]["ingress"][0]
+    ingress["from"].append({"namespaceSelector": {}})
     problems = egress_problems(docs)
     assert "dispatcher: an egress rule without ports" in problems
     assert any(p.startswith("worker-claude: HTTPS to") for p in problems)
@@ -503,7 +509,8 @@ def test_every_service_has_health_probes_on_its_metrics_port_and_resources(overl
         assert c["resources"]["limits"]["memory"], name
 
 
-MEMORY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "kb": 1000, "mb": 1000**2, "gb": 1000**3}
+# Kubernetes quantities (Ki, Mi, Gi) and Redis's units (kb, mb, gb are 1024-based there too).
+MEMORY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "kb": 2**10, "mb": 2**20, "gb": 2**30}
 
 
 def memory_bytes(quantity: str) -> int:
@@ -556,9 +563,9 @@ def test_secrets_are_referenced_never_written(overlay: str) -> None:
     assert "Secret" not in by_kind(docs)
     for name, _pod, c in containers(docs):
         env = env_of(c)
-        redis = env["REDIS_URL"]["valueFrom"]["secretKeyRef"]
-        assert redis["name"] == "swarm-redis"
-        assert redis["key"] in acl_users(), f"{name} logs in as {redis['key']}, not an ACL user"
+        login = env["REDIS_URL"]["valueFrom"]["secretKeyRef"]
+        assert login["name"] == "swarm-redis"
+        assert login["key"] in acl_users(), f"{name} logs in as {login['key']}, not an ACL user"
         for var, entry in env.items():
             if var in ALL_KEYS or (
                 var.endswith(("_URL", "_PASSWORD")) and var != "SWARM_SIMULATOR_URL"
@@ -651,6 +658,13 @@ def redis_conf(text: str) -> dict[str, str]:
     return {k: v for k, v in pairs}
 
 
+def redis_maxmemory(container: Doc, conf: dict[str, str]) -> int:
+    """Redis's maxmemory in bytes: the command line's, else redis.conf's."""
+    args = container["args"]
+    value = args[args.index("--maxmemory") + 1] if "--maxmemory" in args else conf["maxmemory"]
+    return memory_bytes(value)
+
+
 def tls_by_trigger(docs: list[Doc]) -> set[str]:
     return {
         t["metadata"].get("enableTLS", "false")
@@ -663,10 +677,10 @@ def tls_by_trigger(docs: list[Doc]) -> set[str]:
 def test_in_cluster_redis_keeps_an_append_only_file_on_a_volume(overlay: str) -> None:
     docs = rendered(overlay)
     kinds = by_kind(docs)
-    redis = kinds["StatefulSet"]["redis"]
-    (container,) = pod_spec(redis)["containers"]
+    server = kinds["StatefulSet"]["redis"]
+    (container,) = pod_spec(server)["containers"]
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
-    volumes = {v["name"]: v for v in pod_spec(redis)["volumes"]}
+    volumes = {v["name"]: v for v in pod_spec(server)["volumes"]}
     config_map = kinds["ConfigMap"][volumes["config"]["configMap"]["name"]]
     conf = redis_conf(config_map["data"]["redis.conf"])
     compose = redis_conf((DEPLOY / "redis.conf").read_text())
@@ -675,14 +689,13 @@ def test_in_cluster_redis_keeps_an_append_only_file_on_a_volume(overlay: str) ->
     assert (conf["appendonly"], conf["maxmemory-policy"]) == ("yes", "noeviction")
     assert container["args"][:2] == ["redis-server", "/etc/redis/redis.conf"]
     # The data directory is the PVC of the StatefulSet's claim template.
-    (claim,) = redis["spec"]["volumeClaimTemplates"]
+    (claim,) = server["spec"]["volumeClaimTemplates"]
     assert mounts[conf["dir"]] == claim["metadata"]["name"]
     assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
     assert memory_bytes(claim["spec"]["resources"]["requests"]["storage"]) >= 2**30
     # maxmemory (redis.conf or the command line's override) stays under the memory limit.
-    args = container["args"]
-    maxmemory = args[args.index("--maxmemory") + 1] if "--maxmemory" in args else conf["maxmemory"]
-    assert memory_bytes(maxmemory) < memory_bytes(container["resources"]["limits"]["memory"])
+    limit = memory_bytes(container["resources"]["limits"]["memory"])
+    assert redis_maxmemory(container, conf) < limit
     # The ACL file is the Secret swarm-redis-acl, mounted where redis.conf reads it.
     acl = Path(conf["aclfile"])
     assert mounts[str(acl.parent)] == "acl"
@@ -692,7 +705,7 @@ def test_in_cluster_redis_keeps_an_append_only_file_on_a_volume(overlay: str) ->
     }
     # Services and KEDA find it where the ConfigMap says, on the Service's port, without TLS.
     service = kinds["Service"]["redis"]
-    assert selects({"matchLabels": service["spec"]["selector"]}, pod_labels(redis))
+    assert selects({"matchLabels": service["spec"]["selector"]}, pod_labels(server))
     port = service["spec"]["ports"][0]["port"]
     assert config(docs)["REDIS_ADDRESS"] == f"redis.swarm.svc.cluster.local:{port}"
     assert port == int(conf["port"])
@@ -758,3 +771,67 @@ def required_secrets(docs: list[Doc]) -> set[str]:
 
     walk(docs)
     return found
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
+@pytest.mark.parametrize("overlay", IN_CLUSTER_REDIS)
+def test_the_redis_pod_config_runs_a_real_redis_with_the_readmes_acl_file(
+    overlay: str, tmp_path: Path
+) -> None:
+    """The StatefulSet's redis.conf and arguments, in a private redis-server (paths moved from
+    the pod's mounts to a temp folder), with the ACL file made as README "Deploy" says."""
+    kinds = by_kind(rendered(overlay))
+    (container,) = pod_spec(kinds["StatefulSet"]["redis"])["containers"]
+    config_map = next(c for n, c in kinds["ConfigMap"].items() if n.startswith("redis-config"))
+    conf = config_map["data"]["redis.conf"]
+    conf = conf.replace("\ndir /data\n", f"\ndir {tmp_path}\n")
+    conf = conf.replace("/etc/redis/acl/users.acl", str(tmp_path / "users.acl"))
+    (tmp_path / "redis.conf").write_text(conf)
+    secrets = {"swarm-admin": "pw-admin-k8s", "keda": "pw-keda-k8s"}
+    res = subprocess.run(
+        ["sh", str(DEPLOY / "redis" / "render-acl.sh")],
+        env={"PATH": os.environ["PATH"], "SWARM_ACL_TEMPLATE": str(DEPLOY / "redis" / "users.acl"),
+             "SWARM_ACL_FILE": str(tmp_path / "users.acl"),
+             **{"REDIS_PASSWORD_" + u.upper().replace("-", "_"): p for u, p in secrets.items()}},
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    port = free_port()
+    args = [str(tmp_path / "redis.conf"), *container["args"][2:]]
+    proc = subprocess.Popen(
+        ["redis-server", *args, "--port", str(port), "--bind", "127.0.0.1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        admin = redis.Redis(port=port, username="swarm-admin", password=secrets["swarm-admin"])
+        deadline = time.monotonic() + 10
+        while not _answers(admin):
+            assert proc.poll() is None, "redis-server refused the pod's redis.conf"
+            assert time.monotonic() < deadline, "redis-server did not answer"
+            time.sleep(0.05)
+        names = ("appendonly", "appendfsync", "maxmemory", "maxmemory-policy")
+        assert {k: admin.config_get(k)[k] for k in names} == {
+            "appendonly": "yes",
+            "appendfsync": "everysec",
+            "maxmemory": str(redis_maxmemory(container, redis_conf(conf))),
+            "maxmemory-policy": "noeviction",
+        }
+        admin.xadd("swarm:queue:claude", {"task_id": "t1"})
+        assert any(tmp_path.glob("appendonlydir/*.aof")), "no append-only file in the PVC's dir"
+        keda = redis.Redis(port=port, username="keda", password=secrets["keda"])
+        assert keda.xlen("swarm:queue:claude") == 1
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=port).ping()
+        probe = " ".join(container["readinessProbe"]["exec"]["command"][2:])
+        probe = probe.replace("redis-cli ping", f"redis-cli -p {port} ping")
+        assert subprocess.run(["sh", "-c", probe], timeout=10, check=False).returncode == 0
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def _answers(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:
+        return False

@@ -205,7 +205,9 @@ def test_kubectls_own_kustomize_renders_the_same(overlay: str) -> None:
 
 
 def test_each_kustomization_lists_every_manifest_beside_it() -> None:
-    for kustomization in K8S.glob("*/*/kustomization.yaml"):
+    kustomizations = sorted(K8S.rglob("kustomization.yaml"))
+    assert len(kustomizations) == 1 + 2 + len(OVERLAYS)  # base, two Redis components, overlays
+    for kustomization in kustomizations:
         folder = kustomization.parent
         listed = yaml.safe_load(kustomization.read_text()).get("resources", [])
         local = sorted(r for r in listed if not r.startswith(".."))

@@ -60,6 +60,8 @@ bench-ours: install  ## the project's own benchmarks; each prints a table, one J
 	$(BIN)/python bench/megashard.py
 	$(BIN)/python bench/swarm.py
 	$(BIN)/python bench/memory.py
+	$(BIN)/python bench/urgency.py
+	$(BIN)/python bench/tracing.py
 
 bench-peers: install bench-env  ## swarmbus against taskiq, arq, Celery and a raw redis-py loop
 	$(BENCH_VENV)/bin/python bench/peers/run.py --project-python $(BIN)/python \

@@ -47,6 +47,7 @@ ORDER = (
     "chaos-outage-shutdown",
     "chaos-outage-sigkill",
     "urgency",
+    "tracing",
 )
 TITLES = {
     "peers": "swarmbus against its peers",
@@ -65,6 +66,7 @@ TITLES = {
     "chaos-outage-shutdown": "Fault test: Redis shut down for 5 s mid-run",
     "chaos-outage-sigkill": "Fault test: Redis SIGKILLed for 5 s mid-run",
     "urgency": "Urgency: waiting time per level behind a backlog, against one FIFO queue",
+    "tracing": "Tracing: what trace context and OTLP export cost the dispatcher",
 }
 # The fault and load tests' figures (tests/chaos/results.py), what each run was.
 CHAOS = {

@@ -174,6 +174,31 @@ def test_redis_persists_and_never_evicts(tmp_path: Path) -> None:
     )
     assert settings["appendonly"] == "yes"
     assert settings["maxmemory-policy"] == "noeviction"
+    # A limit below the container's: Redis refuses writes before the engine kills it.
+    maxmemory = _bytes(settings["maxmemory"])
+    assert 0 < maxmemory < int(redis["deploy"]["resources"]["limits"]["memory"])
+
+
+def _bytes(size: str) -> int:
+    """A redis.conf size (`1gb`, `512mb`, `100000`) in bytes."""
+    units = {"gb": 1 << 30, "mb": 1 << 20, "kb": 1 << 10, "": 1}
+    number, unit = re.fullmatch(r"(\d+)([kmg]b|)", size.strip().lower()).groups()  # type: ignore[union-attr]
+    return int(number) * units[unit]
+
+
+def test_every_container_rotates_its_log_and_has_cpu_and_memory_limits(tmp_path: Path) -> None:
+    config = resolved(tmp_path)
+    for name, service in config["services"].items():
+        logging = service.get("logging") or {}
+        assert logging.get("driver") == "json-file", name
+        assert logging["options"]["max-size"] and int(logging["options"]["max-file"]) >= 2, name
+        limits = (service.get("deploy") or {}).get("resources", {}).get("limits") or {}
+        assert float(limits.get("cpus", 0)) > 0, f"{name} has no CPU limit"
+        assert int(limits.get("memory", 0)) >= 128 << 20, f"{name} has no memory limit"
+    # .env sizes the swarm services' share.
+    sized = resolved(tmp_path, SWARM_SERVICE_CPUS="0.5", SWARM_SERVICE_MEMORY="768m")
+    worker = sized["services"]["worker-deepseek"]["deploy"]["resources"]["limits"]
+    assert (float(worker["cpus"]), int(worker["memory"])) == (0.5, 768 << 20)
 
 
 def test_each_worker_image_carries_its_own_sdk_and_sees_its_own_keys(tmp_path: Path) -> None:

@@ -125,13 +125,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     shard.add_parser(sub)
 
-    from services.cli import backup, cancel, dlq, findings, post  # noqa: PLC0415
+    from services.cli import backup, cancel, dlq, findings, init, post  # noqa: PLC0415
 
     post.add_parser(sub)
     cancel.add_parser(sub)
     findings.add_parser(sub)
     dlq.add_parser(sub)
     backup.add_parser(sub)
+    init.add_parser(sub)
 
     from services.cli import demo, up  # noqa: PLC0415
 
@@ -317,6 +318,12 @@ def cmd_import(args: argparse.Namespace) -> int:
     return backup.run_import(args)
 
 
+def cmd_init(args: argparse.Namespace) -> int:
+    from services.cli import init  # noqa: PLC0415
+
+    return init.run(args)
+
+
 def cmd_console(args: argparse.Namespace) -> int:
     from services.console import cli as console  # noqa: PLC0415
 
@@ -345,6 +352,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "dlq": cmd_dlq,
         "export": cmd_export,
         "import": cmd_import,
+        "init": cmd_init,
         "console": cmd_console,
         "mcp": cmd_mcp,
     }

@@ -58,7 +58,7 @@ def _redis_container() -> Iterator[str]:
     registry, a refused create, a wait that times out), leaving no container behind."""
     from testcontainers.community.redis import RedisContainer  # noqa: PLC0415
 
-    container = RedisContainer("redis:7.4-alpine")
+    container = RedisContainer("redis:7.4.5-alpine")
     try:
         container.start()
         url = f"redis://{container.get_container_host_ip()}:{container.get_exposed_port(6379)}/0"

@@ -3,7 +3,7 @@
 # (the package mirrors only). Produces, in the local engine:
 #
 #   swarmbus-local/python:3.11-bookworm     the base of deploy/Dockerfile (python3, venv, tini)
-#   swarmbus-local/redis:7.0                stand-in for redis:7.4-alpine
+#   swarmbus-local/redis:7.0                stand-in for redis:7.4.5-alpine
 #   swarmbus-local/prometheus:2.42          stand-in for prom/prometheus
 #   swarmbus-local/redis-exporter:1.45      stand-in for oliver006/redis_exporter
 #   swarmbus-local/alertmanager:0.25        stand-in for prom/alertmanager

@@ -40,7 +40,7 @@ up() {
   fi
   say "$(docker compose version)"
   # A registry that answers makes the public images the ones to use; else local stand-ins.
-  if timeout 60 docker pull -q redis:7.4-alpine >/dev/null 2>&1; then
+  if timeout 60 docker pull -q redis:7.4.5-alpine >/dev/null 2>&1; then
     say "an image registry answers: public images"
   else
     say "no image registry answers: base and stand-ins from Debian packages"

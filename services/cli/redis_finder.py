@@ -113,7 +113,7 @@ def docker_redis() -> Iterator[str]:
             name,
             "-p",
             f"127.0.0.1:{port}:6379",
-            "redis:7.4-alpine",
+            "redis:7.4.5-alpine",
         ],
         check=True,
         capture_output=True,

@@ -353,7 +353,7 @@ def test_env_example_names_only_variables_the_stack_reads(tmp_path: Path) -> Non
 
 # -- sites with no registry, hosts with taken ports ---------------------------------------------
 THIRD_PARTY = {
-    "redis": ("SWARM_REDIS_IMAGE", "redis:7.4-alpine"),
+    "redis": ("SWARM_REDIS_IMAGE", "redis:7.4.5-alpine"),
     "redis-exporter": ("SWARM_REDIS_EXPORTER_IMAGE", "oliver006/redis_exporter:v1.74.0"),
     "prometheus": ("SWARM_PROMETHEUS_IMAGE", "prom/prometheus:v3.5.0"),
     "grafana": ("SWARM_GRAFANA_IMAGE", "grafana/grafana:12.1.0"),
@@ -368,8 +368,24 @@ def test_third_party_images_default_to_public_ones_and_can_be_replaced(tmp_path:
         assert public[name]["image"] == default
         assert replaced[name]["image"] == local[var]
     for name in SWARM_SERVICES | {"simulator"}:
-        assert public[name]["build"]["args"]["PYTHON_IMAGE"] == "python:3.11-slim-bookworm"
+        assert public[name]["build"]["args"]["PYTHON_IMAGE"] == "python:3.11.14-slim-bookworm"
         assert replaced[name]["build"]["args"]["PYTHON_IMAGE"] == "site-local/python:3"
+
+
+def test_every_public_image_is_pinned_to_a_full_version(tmp_path: Path) -> None:
+    """A tag like `redis:7.4-alpine` moves under you; `7.4.5` does not (compose, the
+    Dockerfile's base, and Kubernetes' Redis)."""
+    full = re.compile(r":v?\d+\.\d+\.\d+(-[a-z0-9.-]+)?$")
+    public = resolved(tmp_path)["services"]
+    images = [public[name]["image"] for name in THIRD_PARTY]
+    images.append(public["dispatcher"]["build"]["args"]["PYTHON_IMAGE"])
+    dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
+    images += re.findall(r"^ARG PYTHON_IMAGE=(\S+)$", dockerfile, re.M)
+    k8s = (ROOT / "deploy" / "k8s").rglob("*.yaml")
+    images += [m for f in k8s for m in re.findall(r"image: (\S+)", f.read_text())]
+    public_images = [i for i in images if not i.startswith("swarmbus/")]
+    assert len(public_images) >= 6, public_images
+    assert [i for i in public_images if not full.search(i)] == []
 
 
 def test_host_ports_are_variables_for_hosts_that_run_redis_already(tmp_path: Path) -> None:

@@ -110,7 +110,7 @@ def test_runtime_stage_is_non_root_tini_and_exec_form() -> None:
 def test_base_is_slim_and_python_is_unbuffered() -> None:
     text = DOCKERFILE.read_text()
     (image,) = re.findall(r"^ARG PYTHON_IMAGE=(\S+)$", text, re.M)
-    assert re.fullmatch(r"python:3\.11-slim-\w+", image)
+    assert re.fullmatch(r"python:3\.11\.\d+-slim-\w+", image)
     envs = " ".join(rest for word, rest in instructions(text) if word == "ENV")
     assert "PYTHONUNBUFFERED=1" in envs
     assert "tini=${TINI_VERSION}" in text and re.search(r"^ARG TINI_VERSION=\S+$", text, re.M)

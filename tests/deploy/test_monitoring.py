@@ -23,10 +23,15 @@ RULE_TESTS = PROM / "tests" / "swarm.test.yml"
 DASHBOARDS = sorted((DEPLOY / "grafana" / "dashboards").glob("*.json"))
 DATASOURCES = DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yml"
 
-# Labels every scraped series gets from Prometheus (and the relabelling in prometheus.yml).
-TARGET_LABELS = {"job", "instance", "service"}
-# redis_exporter's stream metrics (exporter/streams.go), with the consumer-level ones off.
+# Labels every scraped series gets from Prometheus under any service discovery; the ones a
+# discovery adds besides (compose's service, Kubernetes' namespace and pod) are not relied on
+# (test_monitoring_shapes.py).
+TARGET_LABELS = {"job", "instance"}
+# redis_exporter's metrics used here: stream ones (exporter/streams.go, the consumer-level
+# ones off) and memory.
 REDIS_EXPORTER = {
+    "redis_memory_used_bytes": set(),
+    "redis_memory_max_bytes": set(),
     "redis_stream_length": {"db", "stream"},
     "redis_stream_groups": {"db", "stream"},
     "redis_stream_group_consumers": {"db", "stream", "group"},
@@ -244,11 +249,11 @@ def test_dashboard_shows_what_operators_asked_for() -> None:
         "swarm_llm_tokens_total",  # input / output / cached tokens
         "swarm_llm_requests_total",  # errors
         "swarm_llm_retries_total",  # retries
-        "redis_stream_group_lag",  # lag per consumer group
-        "redis_stream_group_messages_pending",  # pending per consumer group
+        "swarm:stream_group_lag:max",  # lag per consumer group (swarm_stream_lag)
+        "swarm:stream_group_pending:max",  # pending per consumer group
+        "swarm:stream_group_consumers:count",  # live workers per vendor, consumers per group
         "swarm_dead_letters_total",
         "swarm_rejected_tasks_total",
-        "up",  # live workers per vendor
         "swarm_shard_cache_events_total",  # shard cache hit ratio
     ):
         assert needed in used, needed

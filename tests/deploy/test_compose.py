@@ -130,7 +130,7 @@ def test_every_swarm_service_scales(tmp_path: Path) -> None:
 def test_only_loopback_ports_are_published(tmp_path: Path) -> None:
     config = resolved(tmp_path)
     published = {n: s["ports"] for n, s in config["services"].items() if s.get("ports")}
-    assert set(published) == {"redis", "prometheus", "grafana", "console"}
+    assert set(published) == {"redis", "prometheus", "alertmanager", "grafana", "console"}
     for name, ports in published.items():
         for port in ports:
             assert port["host_ip"] == "127.0.0.1", (name, port)
@@ -355,7 +355,8 @@ def test_env_example_names_only_variables_the_stack_reads(tmp_path: Path) -> Non
 THIRD_PARTY = {
     "redis": ("SWARM_REDIS_IMAGE", "redis:7.4.5-alpine"),
     "redis-exporter": ("SWARM_REDIS_EXPORTER_IMAGE", "oliver006/redis_exporter:v1.74.0"),
-    "prometheus": ("SWARM_PROMETHEUS_IMAGE", "prom/prometheus:v3.5.0"),
+    "prometheus": ("SWARM_PROMETHEUS_IMAGE", "prom/prometheus:v2.53.5"),
+    "alertmanager": ("SWARM_ALERTMANAGER_IMAGE", "prom/alertmanager:v0.28.1"),
     "grafana": ("SWARM_GRAFANA_IMAGE", "grafana/grafana:12.1.0"),
 }
 
@@ -389,11 +390,12 @@ def test_every_public_image_is_pinned_to_a_full_version(tmp_path: Path) -> None:
 
 
 def test_host_ports_are_variables_for_hosts_that_run_redis_already(tmp_path: Path) -> None:
-    ports = {"redis": 6379, "prometheus": 9090, "grafana": 3000}
+    ports = {"redis": 6379, "prometheus": 9090, "alertmanager": 9093, "grafana": 3000}
     moved = resolved(
         tmp_path,
         SWARM_REDIS_HOST_PORT="16379",
         SWARM_PROMETHEUS_HOST_PORT="19090",
+        SWARM_ALERTMANAGER_HOST_PORT="19093",
         SWARM_GRAFANA_HOST_PORT="13000",
     )["services"]
     default = resolved(tmp_path)["services"]

@@ -10,15 +10,23 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import ipaddress
+import json
 import os
+import re
+import shutil
 import subprocess
+import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from shared.runtime.net import free_port
 
@@ -66,6 +74,96 @@ class Phases:
         return "\n".join(["| phase | time |", "|---|---|", *rows, f"| total | {total:.1f} s |"])
 
 
+class AlertReceiver:
+    """A webhook receiver on this host, where Alertmanager's webhook posts land: every
+    alert of every notification, in arrival order (`received`: time.monotonic())."""
+
+    def __init__(self, host: str) -> None:
+        self.alerts: list[dict[str, Any]] = []
+        received = self.alerts
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                now = time.monotonic()
+                received.extend({**a, "received": now} for a in json.loads(body).get("alerts", []))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer((host, 0), Handler)
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def wait_for(self, match: Callable[[dict[str, Any]], bool], timeout: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = [a for a in list(self.alerts) if match(a)]
+            if found:
+                return found[0]
+            time.sleep(1)
+        names = sorted({(a["labels"].get("alertname"), a["status"]) for a in self.alerts})
+        raise AssertionError(f"no such alert within {timeout:.0f} s; received: {names}")
+
+    def summary(self, since: float) -> str:
+        """The alerts received, each with its vendor or group, and when (from `since`)."""
+        out = []
+        for a in self.alerts:
+            labels = a["labels"]
+            which = labels.get("vendor") or labels.get("group", "")
+            after = a["received"] - since
+            out.append(f"{labels['alertname']}{{{which}}} {a['status']} +{after:.0f}s")
+        return "; ".join(out)
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def bridge_gateway() -> str:
+    """This host's address on Docker's default bridge: what `host-gateway` (compose's
+    host.docker.internal) resolves to inside containers. An engine that does not list the
+    gateway gives the bridge the first address of its subnet."""
+    out = subprocess.run(
+        ["docker", "network", "inspect", "bridge", "-f", "{{json .IPAM.Config}}"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout
+    config = json.loads(out)[0]
+    gateway = config.get("Gateway") or str(next(ipaddress.ip_network(config["Subnet"]).hosts()))
+    return str(ipaddress.ip_address(gateway))
+
+
+def quick_prometheus(dest: Path) -> Path:
+    """deploy/prometheus with the e2e's durations: scrapes, rule evaluation and discovery
+    every 2 s, every alert's `for:` 30 s (longer than the backlog of the runs above lasts,
+    shorter than the e2e can wait) and every range of the rules 1 m; the same rules
+    otherwise (compose mounts it through SWARM_PROMETHEUS_CONFIG_DIR)."""
+    shutil.copytree(ROOT / "deploy" / "prometheus", dest)
+    config = yaml.safe_load((dest / "prometheus.yml").read_text())
+    config["global"] = {"scrape_interval": "2s", "evaluation_interval": "2s"}
+    for job in config["scrape_configs"]:
+        for sd in job.get("dns_sd_configs", []):
+            sd["refresh_interval"] = "2s"
+    (dest / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+    for path in (dest / "rules").glob("*.yml"):
+        rules = yaml.safe_load(path.read_text())
+        for group in rules["groups"]:
+            for rule in group["rules"]:
+                rule["expr"] = re.sub(r"\[\d+m\]", "[1m]", rule["expr"])
+                if "for" in rule:
+                    rule["for"] = "30s"
+        path.write_text(yaml.safe_dump(rules, sort_keys=False))
+    for path in [dest, *dest.rglob("*")]:  # Prometheus runs as nobody
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return dest
+
+
 @dataclass
 class Stack:
     """One compose project: `compose(...)` runs `docker compose` as a user would, with
@@ -78,6 +176,7 @@ class Stack:
     services: list[str]
     phases: Phases = field(default_factory=Phases)
     console_port: int = 0
+    receiver: AlertReceiver | None = None
 
     @property
     def env(self) -> dict[str, str]:
@@ -155,7 +254,7 @@ def compose_stack(tmp: Path, settings: Sequence[str]) -> Iterator[Stack]:
     if not engine_answers():
         pytest.fail("no Docker engine answers: `make e2e` needs one (see .ci/run)")
     redis_port, prometheus_port, grafana_port = free_port(), free_port(), free_port()
-    console_port = free_port()
+    console_port, alertmanager_port = free_port(), free_port()
     lines = [
         *settings,
         "SWARM_IMAGE_TAG=e2e",
@@ -163,6 +262,7 @@ def compose_stack(tmp: Path, settings: Sequence[str]) -> Iterator[Stack]:
         f"SWARM_PROMETHEUS_HOST_PORT={prometheus_port}",
         f"SWARM_GRAFANA_HOST_PORT={grafana_port}",
         f"SWARM_CONSOLE_HOST_PORT={console_port}",
+        f"SWARM_ALERTMANAGER_HOST_PORT={alertmanager_port}",
     ]
     lines += [f"{name}={os.environ[name]}" for name in PASSTHROUGH if os.environ.get(name)]
     env_file = tmp / "e2e.env"
@@ -196,7 +296,19 @@ def compose_stack(tmp: Path, settings: Sequence[str]) -> Iterator[Stack]:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """Keyless: every vendor is answered by the simulator inside the compose network."""
-    settings = ["SWARM_SIMULATOR_URL=http://simulator:8400"]
-    with compose_stack(tmp_path_factory.mktemp("e2e"), settings) as s:
-        yield s
+    """Keyless: every vendor is answered by the simulator inside the compose network.
+    Alerts go to a webhook receiver on this host, from a Prometheus with short durations."""
+    tmp = tmp_path_factory.mktemp("e2e")
+    receiver = AlertReceiver(bridge_gateway())
+    settings = [
+        "SWARM_SIMULATOR_URL=http://simulator:8400",
+        f"SWARM_PROMETHEUS_CONFIG_DIR={quick_prometheus(tmp / 'prometheus')}",
+        f"ALERT_WEBHOOK_URL=http://host.docker.internal:{receiver.port}/alerts",
+        "ALERT_GROUP_WAIT=1s",
+    ]
+    try:
+        with compose_stack(tmp, settings) as s:
+            s.receiver = receiver
+            yield s
+    finally:
+        receiver.close()

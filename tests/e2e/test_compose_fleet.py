@@ -1,7 +1,8 @@
 """The headline usage, on a real engine: build every image, `docker compose --profile sim up
 --wait --scale worker-deepseek=10`, tasks posted with redis-cli as the README prints it,
 then faults an operator meets (replicas killed, Redis restarted, scaling down mid-run), the
-mega-shard answering inside the network, and `down -v` leaving nothing behind.
+mega-shard answering inside the network, every worker of a vendor stopped with tasks waiting
+(the lag alert reaches a webhook), and `down -v` leaving nothing behind.
 
 The tests run in file order on one stack; each phase's wall time is printed.
 """
@@ -13,6 +14,7 @@ import re
 import time
 import urllib.request
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -24,7 +26,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 README = (ROOT / "README.md").read_text()
 NS = "swarm"
-FIRST, KILLED, RESTART, SCALE_DOWN = 500, 500, 300, 300
+FIRST, KILLED, RESTART, SCALE_DOWN, LAG = 500, 500, 300, 300, 150
 posted: list[str] = []
 
 
@@ -82,6 +84,14 @@ def wait_all_done(stack: Stack, timeout: float = 240) -> Counter[str]:
 def assert_exactly_once(per_task: Counter[str]) -> None:
     twice = {t: n for t, n in per_task.items() if t in posted and n != 1}
     assert not twice, f"tasks with more than one finding: {list(twice.items())[:10]}"
+
+
+def rfc3339(text: str) -> datetime:
+    """Alertmanager's times (nanoseconds, Z) as an aware datetime."""
+    found = re.fullmatch(r"([\d-]+T[\d:]+)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)", text)
+    assert found, text
+    zone = "+00:00" if found.group(3) == "Z" else found.group(3)
+    return datetime.fromisoformat(f"{found.group(1)}.{(found.group(2) or '0')[:6]:0<6}{zone}")
 
 
 def test_images_build(stack: Stack) -> None:
@@ -233,6 +243,46 @@ def test_console_profile_serves_the_swarm(stack: Stack) -> None:
     assert posted[0] in task_page and "deepseek" in task_page
     assert "EventSource" in script  # the live updates ship in the image
     stack.phases.done("console profile up, its pages show the fleet and a task")
+
+
+def test_lag_alert_reaches_the_webhook_when_every_deepseek_worker_stops(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """Every worker-deepseek stopped, tasks routed to deepseek pile up in its queue (the
+    dispatcher still counts a vendor seen live within SWARM_DISPATCHER_LIVE_GRACE_S): the
+    lag alert goes Prometheus -> Alertmanager -> the webhook of .env's ALERT_WEBHOOK_URL,
+    a receiver this test runs on the host. The e2e's Prometheus has `for: 30s`: an alert
+    that began firing before the workers stopped does not count."""
+    assert stack.receiver is not None
+    stopped_at = datetime.now(UTC)
+    stack.compose("stop", "worker-deepseek", timeout=120)
+    assert stack.container_ids("worker-deepseek") == []
+    start = time.monotonic()
+    post(stack, tmp_path, FIRST + KILLED + RESTART + SCALE_DOWN, LAG)
+    queue = f"{NS}:queue:deepseek"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        (group,) = [g for g in redis(stack).xinfo_groups(queue) if g["name"] == "worker-deepseek"]
+        if group["lag"] >= LAG:
+            break
+        time.sleep(0.5)
+    assert group["lag"] >= LAG, group  # the tasks wait in deepseek's queue
+    alert = stack.receiver.wait_for(
+        lambda a: (
+            a["labels"].get("alertname") == "SwarmStreamLagGrowing"
+            and a["labels"].get("vendor") == "deepseek"
+            and a["status"] == "firing"
+            and rfc3339(a["startsAt"]) > stopped_at
+        ),
+        timeout=180,
+    )
+    print(f"[e2e] alerts at the webhook: {stack.receiver.summary(start)}", flush=True)
+    assert alert["labels"]["stream"] == queue, alert
+    assert "backlog growing" in alert["annotations"]["summary"], alert
+    stack.phases.done(
+        f"every worker-deepseek stopped, {LAG} tasks waiting: lag alert at the webhook "
+        f"{time.monotonic() - start:.0f} s later"
+    )
 
 
 def test_dispatcher_logs_no_spurious_lease_loss(stack: Stack) -> None:

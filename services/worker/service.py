@@ -59,6 +59,16 @@ async def run_worker(
         if settings.unconfigured == "idle":
             return await run_unconfigured(stop, swarm, bus_settings, vendor, exc)
         raise ConfigError(Problem(exc.variable, str(exc))) from None
+    real_key = vendors.key_sent_to_simulator(vendor)
+    if real_key is not None and not vendors.allow_simulator_with_keys:
+        raise ConfigError(
+            Problem(
+                "SWARM_ALLOW_SIMULATOR_WITH_KEYS",
+                f"{real_key} is set and SWARM_SIMULATOR_URL points vendor {vendor} at the "
+                "simulator, which would receive the real key: unset one of them, or set "
+                "SWARM_ALLOW_SIMULATOR_WITH_KEYS=1 if that simulator is yours",
+            )
+        )
     prices = price_table(vendors)
     model = default_model(vendor, vendors, prices)
     llm = build_client(vendor, vendors, model)

@@ -3,6 +3,8 @@
 `SWARM_SIMULATOR_URL=http://127.0.0.1:N` points every vendor at the project's simulator
 (no real key needed). A vendor's own base URL (`ANTHROPIC_BASE_URL`, `OPENAI_BASE_URL`,
 `DEEPSEEK_BASE_URL`, `GOOGLE_GEMINI_BASE_URL`, `OPENAI_COMPATIBLE_BASE_URL`) wins over it.
+A real key set as well would be sent to the simulator: a worker refuses to start so
+unless `SWARM_ALLOW_SIMULATOR_WITH_KEYS=1` (`key_sent_to_simulator`).
 Keys are SecretStr: never printed, logged or written anywhere.
 
 `SWARM_LLM_LOGPROBS` lists the vendors asked for token logprobs (a finding's confidence),
@@ -42,6 +44,9 @@ class VendorSettings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
 
     simulator_url: str | None = Field(default=None, validation_alias=_env("SWARM_SIMULATOR_URL"))
+    allow_simulator_with_keys: bool = Field(
+        default=False, validation_alias=_env("SWARM_ALLOW_SIMULATOR_WITH_KEYS")
+    )
     prices_file: Path | None = Field(default=None, validation_alias=_env("SWARM_PRICES_FILE"))
     timeout_s: float = Field(default=120.0, gt=0, validation_alias=_env("SWARM_LLM_TIMEOUT_S"))
     connect_timeout_s: float = Field(
@@ -179,6 +184,21 @@ class VendorSettings(BaseSettings):
                 variable=key_env,
             )
         return Endpoint(url or real_url, key.get_secret_value(), simulated)
+
+    def key_sent_to_simulator(self, vendor: str) -> str | None:
+        """The variable of a real key that `vendor`'s calls would send to the simulator
+        (its key set, SWARM_SIMULATOR_URL set and no base URL of its own), else None."""
+        if not self.endpoint(vendor).simulated:
+            return None
+        key, variable = {
+            "claude": (self.anthropic_api_key, "ANTHROPIC_API_KEY"),
+            "gemini": (self.google_api_key, "GOOGLE_API_KEY"),
+            "openai": (self.openai_api_key, "OPENAI_API_KEY"),
+            "codex": (self.openai_api_key, "OPENAI_API_KEY"),
+            "deepseek": (self.deepseek_api_key, "DEEPSEEK_API_KEY"),
+            "openai-compatible": (self.compat_api_key, "OPENAI_COMPATIBLE_API_KEY"),
+        }[vendor]
+        return variable if key is not None and key.get_secret_value() else None
 
     def extra_models(self, vendor: str) -> tuple[str, ...]:
         """Models a vendor's worker serves besides its default (OPENAI_COMPATIBLE_MODELS)."""

@@ -13,7 +13,9 @@ process that exits on its own stops the rest, and `swarm up` exits 2 with the en
 Vendors: with the simulator every worker calls it (no key needed, no cost); without it,
 each calls its real API with its key. The simulator is started when no vendor key is set
 (ANTHROPIC_API_KEY, GOOGLE_API_KEY, OPENAI_API_KEY, DEEPSEEK_API_KEY, or an
-OPENAI_COMPATIBLE_BASE_URL), unless `--no-simulator`; `--simulator` starts it anyway.
+OPENAI_COMPATIBLE_BASE_URL), unless `--no-simulator`; `--simulator` starts it anyway (and,
+the simulator being this command's own, lets workers start with a key set too:
+SWARM_ALLOW_SIMULATOR_WITH_KEYS=1).
 """
 
 from __future__ import annotations
@@ -179,6 +181,8 @@ async def _up(
                     echo.mark("simulator")
                     url = await start_simulator(fleet, sim_config)
                     fleet.env["SWARM_SIMULATOR_URL"] = url
+                    # Started here, on loopback: a key in the environment may reach it.
+                    fleet.env["SWARM_ALLOW_SIMULATOR_WITH_KEYS"] = "1"
                     _started(fleet, "simulator", f"  {url}")
                 await _start(fleet, echo, "dispatcher", "run", "dispatcher")
                 await _start(fleet, echo, "collector", "run", "collector")

@@ -269,7 +269,11 @@ def test_acl_overlay_gives_every_service_its_own_user(tmp_path: Path) -> None:
     mounted = {v["target"]: v["source"] for v in redis["volumes"]}
     assert mounted["/usr/local/etc/redis/users.acl"] == str(DEPLOY / "redis" / "users.acl")
     assert redis["entrypoint"][-1] in mounted
-    assert config["services"]["redis-exporter"]["environment"]["REDIS_USER"] == "exporter"
+    exporter = config["services"]["redis-exporter"]["environment"]
+    assert exporter["REDIS_USER"] == "exporter"
+    # no stream checks: they run XINFO STREAM, which the exporter's user may not
+    assert exporter["REDIS_EXPORTER_CHECK_STREAMS"] == ""
+    assert exporter["REDIS_EXPORTER_CHECK_SINGLE_STREAMS"] == ""
     console = resolved(tmp_path, overlay, profile="console", REDIS_PASSWORD_CONSOLE="pwc", **env)
     url = console["services"]["console"]["environment"]["REDIS_URL"]
     assert url == "redis://console:pwc@redis:6379/0"

@@ -278,11 +278,18 @@ ALLOWED: dict[str, list[str]] = {
     "exporter": [
         "INFO",
         f"SCAN 0 MATCH {NS}:queue:* COUNT 100",
-        f"XINFO STREAM {NS}:findings",
         f"XINFO GROUPS {NS}:queue:claude",
+        f"XINFO CONSUMERS {NS}:queue:claude worker-claude",
         f"XLEN {NS}:dlq",
     ],
-    "keda": ["INFO", f"XINFO GROUPS {NS}:queue:claude", f"XLEN {NS}:queue:claude"],
+    # KEDA's redis-streams scaler: lagCount reads XINFO GROUPS, pendingEntriesCount the
+    # XPENDING summary, streamLength XLEN
+    "keda": [
+        "INFO",
+        f"XINFO GROUPS {NS}:queue:claude",
+        f"XPENDING {NS}:queue:claude worker-claude",
+        f"XLEN {NS}:queue:claude",
+    ],
     "swarm-admin": [f"XADD {NS}:tasks * prompt hi", f"XRANGE {NS}:dlq - +", "CONFIG GET maxmemory"],
     "console": [
         # what the pages read: a page of a stream, groups, the fleet, one task's records
@@ -370,8 +377,13 @@ DENIED: dict[str, list[str]] = {
         f"GET {NS}:done:t1",
         "SLOWLOG GET 10",
         "CONFIG SET maxmemory 1",
+        # XINFO STREAM shows the first and last entries' bodies, FULL every entry's
+        f"XINFO STREAM {NS}:findings",
+        f"XINFO STREAM {NS}:tasks FULL",
     ],
     "keda": [
+        f"XINFO STREAM {NS}:queue:claude",
+        f"XINFO STREAM {NS}:queue:claude FULL",
         f"XINFO GROUPS {NS}:findings",
         f"XREADGROUP GROUP worker-claude k STREAMS {NS}:queue:claude >",
         f"XADD {NS}:queue:claude * a 1",
@@ -455,6 +467,42 @@ def test_a_denied_command_fails_for_real_and_is_logged(acl_server: AclServer) ->
         ("worker-claude", "key", f"{NS}:findings"),
         ("worker-claude", "key", f"{NS}:tasks:rejected"),
     ]
+
+
+# -- what must stay refused: each one for real, as its user would try it ------------------------
+@pytest.mark.parametrize("user", ["exporter", "keda"])
+def test_the_monitoring_users_cannot_read_entries_through_xinfo_stream(
+    acl_server: AclServer, user: str
+) -> None:
+    """`XINFO STREAM ... FULL` returns every entry (prompts, findings); an ACL cannot tell
+    it from the short form, which still shows the first and last entries: both refused."""
+    admin = acl_server.client("swarm-admin")
+    queue = f"{NS}:queue:claude"
+    admin.xadd(queue, {"prompt": "a secret prompt"})
+    client = acl_server.client(user)
+    for form in (["XINFO", "STREAM", queue, "FULL"], ["XINFO", "STREAM", queue]):
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            client.execute_command(*form)
+
+
+def test_the_monitoring_users_still_read_lag_pending_and_length(acl_server: AclServer) -> None:
+    """What KEDA's scaler (lagCount, pendingEntriesCount, streamLength) and the exporter
+    read, run for real on a queue with a backlog: the numbers, no entry bodies."""
+    admin = acl_server.client("swarm-admin")
+    queue, group = f"{NS}:queue:gemini", "worker-gemini"
+    admin.xgroup_create(queue, group, id="0", mkstream=True)
+    for n in range(5):
+        admin.xadd(queue, {"prompt": f"task {n}"})
+    admin.xreadgroup(group, "worker-gemini-h-1", {queue: ">"}, count=2)
+    for user in ("keda", "exporter"):
+        client = acl_server.client(user)
+        [info] = client.xinfo_groups(queue)
+        assert (info["name"], info["lag"], info["pending"]) == (group, 3, 2), user
+        assert client.xlen(queue) == 5, user
+        assert "used_memory" in client.info("memory"), user
+    assert acl_server.client("keda").xpending(queue, group)["pending"] == 2
+    [consumer] = acl_server.client("exporter").xinfo_consumers(queue, group)
+    assert (consumer["name"], consumer["pending"]) == ("worker-gemini-h-1", 2)
 
 
 # -- the swarm, each service as its own user ----------------------------------------------------

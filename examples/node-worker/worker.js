@@ -46,7 +46,7 @@ const K = {
   findings: `${NS}:findings`,
   dlq: `${NS}:dlq`,
   cancels: `${NS}:cancel`,
-  done: (t) => `${NS}:done:${t}`,
+  done: (t) => `${NS}:done:${VENDOR}:${t}`,
   cancelled: (t) => `${NS}:cancelled:${t}`,
   task: (t) => `${NS}:task:${t}`,
   spend: (period, kind, nm) => `${NS}:spend:${period}:${kind}:${nm}`,
@@ -81,7 +81,7 @@ for _, key in ipairs(KEYS) do
 end
 return out`,
 });
-// Section 2, swarm:done:<task_id>: the finding's XADD and the task record only while the
+// Section 2, swarm:done:<vendor>:<task_id>: the finding's XADD and the task record only while the
 // done-marker is absent, the marker set last. 0: a peer already published this task.
 cmd.defineCommand("publishFenced", {
   numberOfKeys: 3,

@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 from services.cli.status import connected, run_async
 from shared.bus.findings import task_view
 from shared.bus.streamids import text
-from shared.protocol import Cancel, Names, Status, encode
+from shared.protocol import KNOWN_VENDORS, Cancel, Names, Status, encode
 
 _STREAM_ID = re.compile(r"\d+-\d+")
 
@@ -56,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
 
 async def _known(redis: Redis, names: Names, task_id: str) -> bool:
     """The dispatcher or a worker has a record of it, or it is still in the intake."""
-    if await redis.exists(names.task(task_id), names.task_done(task_id)):
+    done = [names.task_done(vendor, task_id) for vendor in KNOWN_VENDORS]
+    if await redis.exists(names.task(task_id), *done):
         return True
     return bool(_STREAM_ID.fullmatch(task_id)) and bool(
         await redis.xrange(names.intake, task_id, task_id)

@@ -264,16 +264,21 @@ def _plan(names: Names, r: Record) -> Plan | str:
     target = rejection.source_stream
     if not target.startswith(names.namespace + ":"):
         return f"{r.id}: source stream {target} is not in namespace {names.namespace!r}; left as is"
+    if target == names.reroutes:
+        # A hand-back the dispatcher could not vouch for: replayed, the operator does.
+        target = names.intake
     task = _task_with_id(r.original)
-    if task is None or not (target == names.intake or target.startswith(names.vendor_tasks(""))):
+    queues = names.vendor_tasks("")
+    if task is None or not (target == names.intake or target.startswith(queues)):
         return Plan(target, target, "", "", target, release_done=False, task_id="")
     intake = target == names.intake
+    vendor = target.removeprefix(queues).split(":", 1)[0]
     return Plan(
         target,
         names.task(task.task_id),
         f"entry:{task.attempt}" if intake else "",
         rejection.source_id if intake else "",
-        names.task_done(task.task_id),
+        target if intake else names.task_done(vendor, task.task_id),
         release_done=not intake,
         task_id=task.task_id,
     )

@@ -27,6 +27,7 @@ from shared.bus import (
     SetFields,
     serve,
     service_context,
+    streamids,
 )
 from shared.bus.spend import SpendBook
 from shared.llm.prices import PriceTable
@@ -72,7 +73,12 @@ async def run_dispatcher(
             _export_fleet(fleet, ctx.metrics, stop, settings.fleet_refresh_s), name="fleet-gauges"
         )
         claims = TaskClaims(redis, settings.record_ttl_s)
-        handler = Intake(
+
+        async def routed_to(record: str) -> str | None:
+            vendor = await redis.hget(record, "vendor")
+            return None if vendor is None else streamids.text(vendor)
+
+        intake = Intake(
             ctx.names,
             settings=settings,
             policy=policy,
@@ -80,14 +86,18 @@ async def run_dispatcher(
             fleet=fleet,
             metrics=ctx.metrics,
             claim=claims.claim,
+            routed_to=routed_to,
             tracer=ctx.tracer,
-        ).handle
+        )
+        reroutes = ctx.bus.subscribe(ctx.names.reroutes, Names.DISPATCHER_GROUP, ctx.member_id)
+        await reroutes.start()
         cancels = ctx.bus.subscribe(ctx.names.cancels, Names.DISPATCHER_GROUP, ctx.member_id)
         await cancels.start()
         drain = bus_settings.drain_timeout_s
         try:
             await asyncio.gather(
-                serve(sub, handler, stop=stop, drain_timeout_s=drain),
+                serve(sub, intake.handle, stop=stop, drain_timeout_s=drain),
+                serve(reroutes, intake.handle_reroute, stop=stop, drain_timeout_s=drain),
                 serve(
                     cancels,
                     cancel_handler(ctx.names, settings.record_ttl_s),
@@ -135,15 +145,45 @@ class Intake:
         fleet: FleetView,
         metrics: Metrics,
         claim: Callable[[str, str, str], Awaitable[bool]],
+        routed_to: Callable[[str], Awaitable[str | None]],
         tracer: Tracer | None = None,
     ) -> None:
         self.names, self.settings, self.policy, self.prices = names, settings, policy, prices
         self.fleet, self.metrics = fleet, metrics
         self._claim = claim
+        self._routed_to = routed_to
         self.tracer = tracer or Tracer()
 
-    async def handle(self, delivery: Delivery) -> list[Effect]:
+    async def handle_reroute(self, delivery: Delivery) -> list[Effect]:
+        """A task a worker hands back (`swarm:reroutes`): routed again like an intake entry,
+        but only if this dispatcher routed it to the vendor that hands it back (its record
+        says so), so a worker's credential cannot post new work or move another vendor's
+        tasks; anything else goes to the rejected stream with the reason."""
         task = self._validate(delivery)
+        if not task.history:
+            raise self._rejection(
+                "history", "history: a reroute names the vendor that failed the task; none here"
+            )
+        by = task.history[-1].vendor
+        routed = await self._routed_to(self.names.task(task.task_id))
+        if routed is None:
+            raise self._rejection(
+                "task_id",
+                f"task_id: no task {task.task_id!r} was routed here (no record); a reroute is "
+                "accepted only for a task the dispatcher routed",
+            )
+        if routed != by:
+            raise self._rejection(
+                "history",
+                f"history: handed back by {by!r}, but task {task.task_id!r} was routed to "
+                f"{routed or 'no vendor'!r}; only the vendor it was routed to may hand it back",
+            )
+        return await self._handle(task, delivery)
+
+    async def handle(self, delivery: Delivery) -> list[Effect]:
+        return await self._handle(self._validate(delivery), delivery)
+
+    async def _handle(self, task: Task, delivery: Delivery) -> list[Effect]:
         caller = trace_of(task.headers)  # the poster's trace, or None: this span starts one
         attributes: dict[str, Attr | None] = {
             "messaging.system": "redis",
@@ -177,12 +217,10 @@ class Intake:
         fleet = await self.fleet.get()
         if task.task_type in self.fleet.types_over_cap:
             spent, cap = self.fleet.types_over_cap[task.task_type]
-            self._reject_metric("task_type")
-            raise DeadLetter(
+            raise self._rejection(
+                "task_type",
                 f"task_type: {task.task_type!r} has spent ${spent:.2f} of its ${cap:.2f} "
                 "budget this period",
-                field="task_type",
-                stream=self.names.rejected,
             )
         with self.tracer.span(
             "swarm.route", intake, attributes={"swarm.task_id": task.task_id}
@@ -360,6 +398,11 @@ class Intake:
             "excluded_vendors": json.dumps(list(task.excluded_vendors)),
             "updated_at": f"{time.time():.3f}",
         }
+
+    def _rejection(self, field: str, reason: str) -> DeadLetter:
+        """`reason` for the rejected stream, counted under `field`."""
+        self._reject_metric(field)
+        return DeadLetter(reason, field=field, stream=self.names.rejected)
 
     def _reject_metric(self, field: str) -> None:
         self.metrics.rejected.labels(rejection_label(field)).inc()

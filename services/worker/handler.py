@@ -114,7 +114,9 @@ class Worker:
     spend: SpendLedger | None = None
     tracer: Tracer = field(default_factory=Tracer)
 
-    async def run(self, task: Task) -> Outcome:
+    async def run(self, task: Task, *, may_reroute: bool = True) -> Outcome:
+        """The task's outcome; a failure that another vendor could serve is a Reroute only
+        if `may_reroute` (the dispatcher routed the task here), else a GiveUp."""
         started = time.monotonic()
         deadline = started + self.settings.task_deadline_s
         model = task.model or task.route_model or self.llm.default_model
@@ -151,7 +153,9 @@ class Worker:
                     await _quietly(self.limiter.settle(estimate, 0), "ratelimit.settle")
                 wait = self._retry_wait(exc, attempt, deadline)
                 if wait is None:
-                    return self._fall_back(task, model, exc, attempt, started)
+                    return self._fall_back(
+                        task, model, exc, attempt, started, may_reroute=may_reroute
+                    )
                 self.metrics.retries.labels(self.vendor, model, exc.kind).inc()
                 log.info("vendor.retry", attempt=attempt, kind=exc.kind, wait_s=round(wait, 2))
                 await asyncio.sleep(wait)
@@ -225,7 +229,14 @@ class Worker:
         )
 
     def _fall_back(
-        self, task: Task, model: str, exc: LLMError, attempts: int, started: float
+        self,
+        task: Task,
+        model: str,
+        exc: LLMError,
+        attempts: int,
+        started: float,
+        *,
+        may_reroute: bool,
     ) -> Outcome:
         record = AttemptRecord(
             vendor=self.vendor, model=model, error=str(exc), retryable=exc.retryable
@@ -235,7 +246,8 @@ class Worker:
         pinned = task.vendor is not None or task.model is not None
         left = [v for v in KNOWN_VENDORS if v not in excluded]
         can_move = isinstance(exc, (RetryableLLMError, *_FALL_BACK_ON))
-        if can_move and not pinned and left and len(history) <= self.settings.max_reroutes:
+        fits = can_move and not pinned and left and len(history) <= self.settings.max_reroutes
+        if fits and may_reroute:
             moved = task.model_copy(
                 update={
                     "route_model": None,
@@ -248,6 +260,11 @@ class Worker:
         why = "; ".join(f"{h.vendor}: {h.error}" for h in history)
         if pinned and can_move:
             why += " (the task pins its vendor or model, so no other vendor may take it)"
+        elif fits:
+            why += (
+                f" (the dispatcher did not route the task to {self.vendor}, so it cannot hand "
+                "it to another vendor)"
+            )
         failed = Finding(
             task_id=task.task_id,
             worker_id=self.worker_id,

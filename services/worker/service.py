@@ -30,6 +30,7 @@ from shared.bus.cooldown import Cooldowns
 from shared.bus.membership import models_field
 from shared.bus.ratelimit import RateLimiter
 from shared.bus.spend import SpendBook
+from shared.bus.streamids import text
 from shared.bus.tail import tail
 from shared.llm.registry import build_client, default_model, price_table, served_models
 from shared.llm.settings import MissingCredentialsError, VendorSettings
@@ -130,10 +131,12 @@ async def run_worker(
                 await sub.start()
                 ctx.live_info.append(lambda: {"in_flight": str(sub.in_flight)})
 
-                async def mark_running(key: str, worker_id: str) -> None:
+                async def mark_running(key: str, worker_id: str) -> str | None:
                     # Only a task the dispatcher keeps a record of (posted straight to a
                     # vendor stream, it has none); a plain write, not worth a transaction.
-                    if await redis.exists(key):
+                    # The vendor it was routed to, if any: only such a task is rerouted.
+                    routed_to = await redis.hget(key, "vendor")
+                    if routed_to is not None:
                         await redis.hset(
                             key,
                             mapping={
@@ -142,6 +145,7 @@ async def run_worker(
                                 "updated_at": f"{time.time():.3f}",
                             },
                         )
+                    return None if routed_to is None else text(routed_to)
 
                 async def mget(*keys: str) -> list[bytes | None]:
                     return cast(list[bytes | None], await redis.mget(keys))
@@ -202,7 +206,7 @@ def make_handler(
     settings: WorkerSettings,
     *,
     redis_mget: Callable[[str, str], Awaitable[list[bytes | None]]],
-    mark_running: Callable[[str, str], Awaitable[None]],
+    mark_running: Callable[[str, str], Awaitable[str | None]],
     cancels: CancelWatch,
 ) -> Handler:
     metrics = worker.metrics
@@ -233,7 +237,7 @@ def make_handler(
         """A finding, fenced by its task's done-marker, and the task record's new state."""
         return [
             Outgoing(names.findings, encode(f)),
-            Fence(names.task_done(f.task_id), f.finding_id, settings.done_ttl_s),
+            Fence(names.task_done(worker.vendor, f.task_id), f.finding_id, settings.done_ttl_s),
             _state(names.task(f.task_id), state, f.finding_id, settings),
         ]
 
@@ -245,7 +249,7 @@ def make_handler(
         return await _traced(worker, delivery, task, work)
 
     async def work(task: Task) -> list[Effect]:
-        done_key = names.task_done(task.task_id)
+        done_key = names.task_done(worker.vendor, task.task_id)
         done, cancel = await redis_mget(done_key, names.task_cancelled(task.task_id))
         if done is not None:
             metrics.tasks.labels(worker.vendor, "duplicate").inc()
@@ -254,8 +258,11 @@ def make_handler(
         if cancel is not None:
             return cancelled(task, cancel.decode(errors="replace"), in_flight=False)
         record = names.task(task.task_id)
-        await mark_running(record, worker.worker_id)
-        call = asyncio.ensure_future(worker.run(task))
+        # The dispatcher takes a task back only if it routed it here (docs/protocol.md,
+        # section 2): one posted straight to this vendor's stream, or replayed to it from
+        # another vendor's, fails here instead of being handed back.
+        routed_here = await mark_running(record, worker.worker_id) == worker.vendor
+        call = asyncio.ensure_future(worker.run(task, may_reroute=routed_here))
         cancels.track(task.task_id, call)
         try:
             outcome = await call
@@ -286,7 +293,7 @@ def make_handler(
                 "task.rerouted", reason=outcome.reason, excluded=list(outcome.task.excluded_vendors)
             )
             return [
-                Outgoing(names.intake, encode(outcome.task)),
+                Outgoing(names.reroutes, encode(outcome.task)),
                 _state(record, "rerouted", "", settings),
             ]
         assert isinstance(outcome, GiveUp)

@@ -57,6 +57,13 @@ class Names:
         return tuple(self.vendor_tasks(vendor, u) for u in URGENCY_ORDER)
 
     @property
+    def reroutes(self) -> str:
+        """Tasks a worker hands back for another vendor (its vendor failed them). Workers
+        may add here, never to the intake; the dispatcher routes a reroute only for a task
+        it routed to that worker's vendor (its record says so), else rejects it."""
+        return self._k("reroutes")
+
+    @property
     def findings(self) -> str:
         return self._k("findings")
 
@@ -104,10 +111,12 @@ class Names:
         """String: the reason a task was cancelled; a worker checks it before the call."""
         return self._k("cancelled", task_id)
 
-    def task_done(self, task_id: str) -> str:
-        """Set, with the finding id, with the task's finding (before the task's ack):
-        a redelivered task that has it is acknowledged without calling the vendor again."""
-        return self._k("done", task_id)
+    def task_done(self, vendor: str, task_id: str) -> str:
+        """Set, with the finding id, with the task's finding (before the task's ack) by a
+        worker of `vendor`, the vendor whose queue delivered the task: a redelivered task
+        that has it is acknowledged without calling the vendor again. Scoped to the vendor,
+        so a worker can mark done only its own vendor's tasks (the ACL allows no other)."""
+        return self._k("done", vendor, task_id)
 
     def rate_limit(self, vendor: str, model: str) -> str:
         """Hash: shared request and token buckets of one vendor/model, for every replica."""

@@ -175,7 +175,7 @@ async def _done_within(redis: Redis, names: Names, task_ids: list[str], since: f
     while True:
         async with redis.pipeline(transaction=False) as pipe:
             for t in task_ids:
-                pipe.exists(names.task_done(t))
+                pipe.exists(names.task_done(VENDOR, t))
             done = sum(await pipe.execute())
         elapsed = time.monotonic() - since
         if done == len(task_ids):

@@ -94,7 +94,7 @@ async def test_replay_of_a_given_up_task_releases_its_done_marker(
     task = Task(task_id="t-quota", prompt="Summarise the contracts", vendor="deepseek")
     record = await _reject(redis, names, encode(task), reason="quota exhausted", dlq="1",
                            source_stream=queue)  # fmt: skip
-    await redis.set(names.task_done("t-quota"), "finding_1")
+    await redis.set(names.task_done("deepseek", "t-quota"), "finding_1")
     await redis.hset(names.task("t-quota"), mapping={"state": "failed", "finding_id": "finding_1"})
     res = await swarm("dlq", "replay", "--all", "--json")
     assert res.code == 0, res.err
@@ -102,7 +102,7 @@ async def test_replay_of_a_given_up_task_releases_its_done_marker(
     assert (replayed["id"], replayed["stream"], replayed["task_id"]) == (record, queue, "t-quota")
     [(_id, fields)] = await redis.xrange(queue)
     assert decode(Task, fields) == task
-    assert await redis.exists(names.task_done("t-quota")) == 0
+    assert await redis.exists(names.task_done("deepseek", "t-quota")) == 0
     assert await redis.xlen(names.dead_letter) == 0
 
 

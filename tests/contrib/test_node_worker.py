@@ -267,7 +267,7 @@ async def test_node_worker_honours_cancels_and_done_markers(
 ) -> None:
     stream = names.vendor_tasks("deepseek")
     # Marked before it is read: a done-marker (a peer answered it) and a cancel mark.
-    await redis.set(names.task_done("task-done"), "finding_from_a_peer")
+    await redis.set(names.task_done("deepseek", "task-done"), "finding_from_a_peer")
     await redis.set(names.task_cancelled("task-marked"), "not needed")
     await redis.xadd(stream, {"task_id": "task-done", "prompt": "Answered already."})
     await redis.xadd(stream, {"task_id": "task-marked", "prompt": "Cancelled while queued."})
@@ -277,7 +277,7 @@ async def test_node_worker_honours_cancels_and_done_markers(
         async with run_node(node_worker, redis_url, names, logs, sim_url) as node:
 
             async def marked_done() -> bool:
-                return bool(await redis.exists(names.task_done("task-marked")))
+                return bool(await redis.exists(names.task_done("deepseek", "task-marked")))
 
             await swarm.wait_for(marked_done, timeout=20, what="the queued cancel handled")
             await swarm.wait_for(
@@ -307,8 +307,13 @@ async def test_node_worker_honours_cancels_and_done_markers(
             assert closed.status == "cancelled" and closed.cost_usd is None, closed
             assert closed.error == "cancelled during its vendor call (closed): changed my mind"
             assert "task-done" not in by_task  # acked without a call or a second finding
-            assert await redis.get(names.task_done("task-done")) == b"finding_from_a_peer"
-            assert await redis.get(names.task_done("task-slow")) == closed.finding_id.encode()
+            assert (
+                await redis.get(names.task_done("deepseek", "task-done")) == b"finding_from_a_peer"
+            )
+            assert (
+                await redis.get(names.task_done("deepseek", "task-slow"))
+                == closed.finding_id.encode()
+            )
             group = Names.worker_group("deepseek")
 
             async def all_acked() -> bool:  # the XACK follows the finding's write

@@ -192,6 +192,11 @@ ALLOWED: dict[str, list[str]] = {
         f"XAUTOCLAIM {NS}:tasks dispatcher dispatcher-h-1 60000 0-0 COUNT 10",
         f"XTRIM {NS}:tasks MINID ~ 1-0",
         f"EVALSHA {SHA} 1 {NS}:tasks dispatcher dispatcher-h-1 1-0",
+        # hand-backs: read through the group; routed only if the record names the vendor
+        f"XREADGROUP GROUP dispatcher dispatcher-h-1 COUNT 10 BLOCK 10 STREAMS {NS}:reroutes >",
+        f"XACK {NS}:reroutes dispatcher 1-0",
+        f"XTRIM {NS}:reroutes MINID ~ 1-0",
+        f"HGET {NS}:task:t1 vendor",
         f"XADD {NS}:queue:deepseek * prompt hi",
         f"XADD {NS}:tasks:rejected * reason bad",
         f"XADD {NS}:findings * task_id t",
@@ -228,14 +233,15 @@ ALLOWED: dict[str, list[str]] = {
         f"XGROUP CREATE {NS}:queue:claude:high worker-claude 0 MKSTREAM",
         f"XGROUP DELCONSUMER {NS}:queue:claude worker-claude worker-claude-old-1",
         f"XADD {NS}:findings * task_id t",
-        f"XADD {NS}:tasks * prompt again",
+        f"XADD {NS}:reroutes * prompt again",  # a task handed back, never the intake
         f"XADD {NS}:dlq * reason bad",
         f"XTRIM {NS}:dlq MAXLEN ~ 100000",
         f"XADD {NS}:shard:history:queries * query q",
-        f"SET {NS}:done:t1 finding_1 PX 1000",
+        f"SET {NS}:done:claude:t1 finding_1 PX 1000",
+        f"HGET {NS}:task:t1 vendor",
         f"HSET {NS}:task:t1 state running",
         # cancels: the done and cancel marks in one read; the cancel stream tailed
-        f"MGET {NS}:done:t1 {NS}:cancelled:t1",
+        f"MGET {NS}:done:claude:t1 {NS}:cancelled:t1",
         f"XREVRANGE {NS}:cancel + - COUNT 1",
         f"XREAD COUNT 100 BLOCK 10 STREAMS {NS}:cancel 0-0",
         f"EVALSHA {SHA} 1 {NS}:ratelimit:claude:claude-haiku-4-5 0 0 0 0 1 1000",
@@ -249,7 +255,7 @@ ALLOWED: dict[str, list[str]] = {
         f"INCRBYFLOAT {NS}:spend:20000:task_type:research 0.5",
         f"EVALSHA {SHA} 1 {NS}:replies:worker-claude-h-1 3600000",
         # the fenced finding: done-marker, finding, task record and dead letter in one script
-        f"EVALSHA {SHA} 4 {NS}:done:t1 {NS}:findings {NS}:task:t1 {NS}:dlq f1 0",
+        f"EVALSHA {SHA} 4 {NS}:done:claude:t1 {NS}:findings {NS}:task:t1 {NS}:dlq f1 0",
         f"SCRIPT EXISTS {SHA}",
         f"XREAD COUNT 100 BLOCK 10 STREAMS {NS}:replies:worker-claude-h-1 0-0",
         f"SMEMBERS {NS}:shards",
@@ -306,16 +312,16 @@ ALLOWED: dict[str, list[str]] = {
         f"HVALS {NS}:findings:t1",
         f"GET {NS}:cancelled:t1",
         # cancel (swarm cancel): is it known, then the request
-        f"EXISTS {NS}:task:t1 {NS}:done:t1",
+        f"EXISTS {NS}:task:t1 {NS}:done:claude:t1 {NS}:done:openai:t1",
         f"XADD {NS}:cancel * task_id t1 reason console",
         # replay (swarm dlq replay): the record back to its task stream, in one script
-        f"EVALSHA {SHA} 4 {NS}:tasks:rejected {NS}:tasks {NS}:task:t1 {NS}:done:t1 1-0 x y 0",
-        f"EVALSHA {SHA} 4 {NS}:dlq {NS}:queue:claude {NS}:task:t1 {NS}:done:t1 1-0 x y 1",
+        f"EVALSHA {SHA} 4 {NS}:tasks:rejected {NS}:tasks {NS}:task:t1 {NS}:tasks 1-0 x y 0",
+        f"EVALSHA {SHA} 4 {NS}:dlq {NS}:queue:claude {NS}:task:t1 {NS}:done:claude:t1 1-0 x y 1",
         f"XADD {NS}:tasks * prompt again",
         f"XADD {NS}:queue:claude * prompt again",
         f"XDEL {NS}:dlq 1-0",
         f"HDEL {NS}:task:t1 entry:1",
-        f"DEL {NS}:done:t1",
+        f"DEL {NS}:done:claude:t1",
     ],
 }
 DENIED: dict[str, list[str]] = {
@@ -334,7 +340,15 @@ DENIED: dict[str, list[str]] = {
         "KEYS *",
     ],
     "worker-claude": [
+        f"XADD {NS}:tasks * prompt fresh",  # new work only through the dispatcher's checks
         f"XADD {NS}:tasks:rejected * reason forged",
+        f"XREADGROUP GROUP dispatcher worker-claude-h-1 STREAMS {NS}:reroutes >",
+        # done-markers: its own vendor's only (another vendor's worker would ack silently)
+        f"SET {NS}:done:t1 forged",
+        f"SET {NS}:done:openai:t1 forged",
+        f"SET {NS}:done:openai-compatible:t1 forged",
+        f"EVALSHA {SHA} 4 {NS}:done:openai:t1 {NS}:findings {NS}:task:t1 {NS}:dlq f1 0",
+        f"MGET {NS}:done:openai:t1 {NS}:cancelled:t1",
         f"SET {NS}:cancelled:t1 forged",  # only the dispatcher marks a task cancelled
         f"XREADGROUP GROUP dispatcher worker-claude-h-1 STREAMS {NS}:cancel >",
         f"XREADGROUP GROUP collector worker-claude-h-1 STREAMS {NS}:findings >",
@@ -503,6 +517,48 @@ def test_the_monitoring_users_still_read_lag_pending_and_length(acl_server: AclS
     assert acl_server.client("keda").xpending(queue, group)["pending"] == 2
     [consumer] = acl_server.client("exporter").xinfo_consumers(queue, group)
     assert (consumer["name"], consumer["pending"]) == ("worker-gemini-h-1", 2)
+
+
+def test_a_worker_cannot_post_new_work_to_the_intake(acl_server: AclServer) -> None:
+    worker = acl_server.client("worker-claude")
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        worker.xadd(f"{NS}:tasks", {"prompt": "work nobody asked for"})
+    assert acl_server.client("swarm-admin").xlen(f"{NS}:tasks") == 0
+
+
+@pytest.mark.parametrize(
+    "key",
+    [f"{NS}:done:openai:t-theirs", f"{NS}:done:t-theirs", f"{NS}:done:claudeX:t-theirs"],
+)
+def test_a_worker_cannot_mark_another_vendors_task_done(acl_server: AclServer, key: str) -> None:
+    """A done-marker makes the worker holding the task ack it without a call or finding:
+    a worker may set its own vendor's only, neither by SET nor inside a script."""
+    worker = acl_server.client("worker-claude")
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        worker.set(key, "finding_forged", px=60_000)
+    script = worker.script_load("return redis.call('SET', KEYS[1], ARGV[1])")
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        worker.evalsha(script, 1, key, "finding_forged")
+    assert acl_server.client("swarm-admin").exists(key) == 0
+
+
+def test_what_a_stolen_worker_credential_can_still_do(acl_server: AclServer) -> None:
+    """Its blast radius (README, Security): its own vendor's queue (read, ack, trim, mark
+    its tasks done, hand them back), findings and its vendor's spend; run for real."""
+    admin = acl_server.client("swarm-admin")
+    queue, group = f"{NS}:queue:deepseek", "worker-deepseek"
+    admin.xgroup_create(queue, group, id="0", mkstream=True)
+    admin.xadd(queue, {"task_id": "t-own", "prompt": "p"})
+    worker = acl_server.client("worker-deepseek")
+    [(_, [(entry_id, _fields)])] = worker.xreadgroup(group, "worker-deepseek-h-1", {queue: ">"})
+    assert worker.xack(queue, group, entry_id) == 1
+    worker.xtrim(queue, maxlen=0)
+    assert worker.set(f"{NS}:done:deepseek:t-own", "finding_1", px=60_000)
+    assert worker.xadd(f"{NS}:findings", {"task_id": "t-own"})
+    assert worker.xadd(f"{NS}:reroutes", {"task_id": "t-own", "prompt": "p"})
+    assert worker.incrbyfloat(f"{NS}:spend:1:vendor:deepseek", 0.5) == 0.5
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        worker.incrbyfloat(f"{NS}:spend:1:vendor:claude", 0.5)
 
 
 # -- the swarm, each service as its own user ----------------------------------------------------

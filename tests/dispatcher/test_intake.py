@@ -22,8 +22,10 @@ from shared.bus import Heartbeat
 from shared.llm.settings import VendorSettings
 from shared.protocol import (
     KNOWN_VENDORS,
+    AttemptRecord,
     Finding,
     Names,
+    Rejection,
     Task,
     decode,
     decode_rejection,
@@ -221,6 +223,8 @@ async def test_a_task_without_an_id_is_named_by_its_entry_on_every_delivery(
 async def test_a_handed_back_task_avoids_the_failed_vendor_and_live_workers_only(
     redis: Redis, names: Names, dispatcher: None
 ) -> None:
+    """Handed back at the intake, as workers before `swarm:reroutes` did: still routed, so
+    a newer dispatcher serves older workers during a rolling upgrade."""
     await _workers(redis, names, "deepseek", "claude")
     task = Task(
         task_id="back",
@@ -233,6 +237,74 @@ async def test_a_handed_back_task_avoids_the_failed_vendor_and_live_workers_only
     [(vendor, routed)] = await _routed(redis, names, 1)
     assert vendor == "claude"
     assert routed.excluded_vendors == ("deepseek",) and routed.attempt == 2
+
+
+def _handed_back(task: Task, by: str) -> Task:
+    """`task` as a worker of `by` hands it back (services/worker/handler.py)."""
+    failed = AttemptRecord(vendor=by, model="m", error="context too long")
+    return task.model_copy(
+        update={
+            "attempt": task.attempt + 1,
+            "excluded_vendors": (*task.excluded_vendors, by),
+            "history": (*task.history, failed),
+            "route_model": None,
+        }
+    )
+
+
+async def test_a_task_handed_back_by_the_vendor_it_was_routed_to_goes_to_another(
+    redis: Redis, names: Names, dispatcher: None
+) -> None:
+    await _workers(redis, names, "deepseek", "claude")
+    posted = Task(task_id="moved", prompt="Summarise", complexity="simple")
+    await redis.xadd(names.intake, encode(posted))  # type: ignore[arg-type]
+    [(first, routed)] = await _routed(redis, names, 1)
+    await redis.xadd(names.reroutes, encode(_handed_back(routed, first)))  # type: ignore[arg-type]
+    moved = await _routed(redis, names, 2)
+    [(second, again)] = [(v, t) for v, t in moved if t.attempt == 2]
+    assert second != first and again.excluded_vendors == (first,)
+    assert await redis.hget(names.task("moved"), "vendor") == second.encode()
+    assert await redis.xlen(names.rejected) == 0
+
+
+async def _rejected_reroute(redis: Redis, names: Names) -> Rejection:
+    async def one() -> list[Any]:
+        return await redis.xrange(names.rejected)
+
+    [(_id, record)] = await eventually(one, what="the reroute in the rejected stream")
+    rejection = decode_rejection(record)
+    assert rejection.source_stream == names.reroutes
+    return rejection
+
+
+async def test_a_reroute_of_a_task_the_dispatcher_never_routed_is_rejected(
+    redis: Redis, names: Names, dispatcher: None
+) -> None:
+    """A worker's credential cannot post new work: a hand-back of a task id the dispatcher
+    has no record of is rejected with the reason, and nothing is routed."""
+    await _workers(redis, names, *KNOWN_VENDORS)
+    forged = _handed_back(Task(task_id="invented", prompt="Mine the keys"), "claude")
+    await redis.xadd(names.reroutes, encode(forged))  # type: ignore[arg-type]
+    rejection = await _rejected_reroute(redis, names)
+    assert rejection.field == "task_id"
+    assert "no task 'invented' was routed here" in rejection.reason
+    assert await redis.exists(names.task("invented")) == 0
+    assert [v for v in KNOWN_VENDORS if await redis.xlen(names.vendor_tasks(v))] == []
+
+
+async def test_a_reroute_from_a_vendor_the_task_was_not_routed_to_is_rejected(
+    redis: Redis, names: Names, dispatcher: None
+) -> None:
+    await _workers(redis, names, "deepseek", "claude")
+    await redis.xadd(names.intake, {"task_id": "theirs", "prompt": "Summarise", "vendor": "claude"})
+    [(_vendor, routed)] = await _routed(redis, names, 1)
+    await redis.xadd(names.reroutes, encode(_handed_back(routed, "deepseek")))  # type: ignore[arg-type]
+    rejection = await _rejected_reroute(redis, names)
+    assert rejection.field == "history"
+    assert "handed back by 'deepseek', but task 'theirs' was routed to 'claude'" in (
+        rejection.reason
+    )
+    assert await redis.hget(names.task("theirs"), "state") == b"routed"
 
 
 async def test_swarm_status_shows_where_a_task_went(

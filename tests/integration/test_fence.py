@@ -27,7 +27,7 @@ def _effects(names: Names, finding_id: str) -> list[Any]:
     return [
         Outgoing(names.findings, {"task_id": "t1", "finding_id": finding_id}),
         SetFields(names.task("t1"), {"state": "done", "finding_id": finding_id}, 60),
-        Fence(names.task_done("t1"), finding_id, 60),
+        Fence(names.task_done("claude", "t1"), finding_id, 60),
     ]
 
 
@@ -48,8 +48,8 @@ async def test_second_copy_of_fenced_effects_is_skipped_and_acked(
     assert (first.fenced_off, second.fenced_off) == (False, True)
     findings = await redis.xrange(names.findings)
     assert [f[b"finding_id"] for _, f in findings] == [b"f1"]
-    assert await redis.get(names.task_done("t1")) == b"f1"
-    assert 0 < await redis.pttl(names.task_done("t1")) <= 60_000
+    assert await redis.get(names.task_done("claude", "t1")) == b"f1"
+    assert 0 < await redis.pttl(names.task_done("claude", "t1")) <= 60_000
     assert await redis.hget(names.task("t1"), "finding_id") == b"f1"
     assert 0 < await redis.pttl(names.task("t1")) <= 60_000
     assert await _pending(redis, names.intake, "g") == 0
@@ -67,7 +67,7 @@ async def test_an_effect_that_fails_leaves_the_fence_unset_and_the_entry_pending
     try:
         with pytest.raises(ResponseError, match="WRONGTYPE"):
             await acker.submit(AckOp(entry, _effects(names, "f1")))
-        assert await redis.exists(names.task_done("t1")) == 0
+        assert await redis.exists(names.task_done("claude", "t1")) == 0
         assert await _pending(redis, names.intake, "g") == 1
         await redis.delete(names.findings)  # the operator fixes it; the redelivery lands
         await acker.submit(AckOp(entry, _effects(names, "f1")))

@@ -29,7 +29,7 @@ async def test_dead_letter_and_rejected_streams_stay_near_their_caps(
     async def refuse(d: Delivery) -> list[Any]:
         n = int(d.fields[b"n"])
         if n % 2:  # a worker's way: parked with its fenced failed finding
-            fence = Fence(names.task_done(f"t{n}"), f"f{n}", 60)
+            fence = Fence(names.task_done("claude", f"t{n}"), f"f{n}", 60)
             finding = Outgoing(names.findings, {"task_id": f"t{n}"})
             raise DeadLetter("gave up", stream=names.rejected, effects=(finding, fence))
         raise DeadLetter("cannot handle it")

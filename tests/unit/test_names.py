@@ -13,7 +13,7 @@ from shared.protocol.names import URGENCY_ORDER
 
 KEY_PROPERTIES = (
     "intake", "rejected", "findings", "dead_letter", "members", "cooldowns", "totals", "shards",
-    "cancels",
+    "cancels", "reroutes",
 )  # fmt: skip
 KEY_METHODS = (
     "vendor_tasks",
@@ -22,7 +22,6 @@ KEY_METHODS = (
     "member",
     "task",
     "task_findings",
-    "task_done",
     "task_cancelled",
     "task_summary",
     "run_tasks",
@@ -31,7 +30,7 @@ KEY_METHODS = (
     "blob",
     "shard_reply",
 )
-PAIR_METHODS = ("rate_limit", "cooldown", "failures")  # (vendor, model)
+PAIR_METHODS = ("rate_limit", "cooldown", "failures", "task_done")  # (vendor, model or task)
 SPEND = "spend"  # (period, kind, name)
 SHARD_VERSIONED = ("shard_version", "shard_cache")  # (shard, version)
 
@@ -102,9 +101,10 @@ def test_every_default_key_is_pinned() -> None:
         "member": "swarm:member:x1",
         "task": "swarm:task:x1",
         "task_findings": "swarm:findings:x1",
-        "task_done": "swarm:done:x1",
+        "task_done": "swarm:done:x1:m1",  # (vendor, task id): the task id last
         "task_cancelled": "swarm:cancelled:x1",
         "cancels": "swarm:cancel",
+        "reroutes": "swarm:reroutes",
         "rate_limit": "swarm:ratelimit:x1:m1",
         "cooldown": "swarm:cooldown:x1:m1",
         "cooldowns": "swarm:cooldowns",

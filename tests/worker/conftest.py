@@ -78,9 +78,16 @@ async def start_worker(
         await asyncio.wait_for(task, 20)
 
 
-async def post(redis: Redis, names: Names, stream_vendor: str, **task: Any) -> Task:
-    """Put a task straight on a vendor's stream, as the dispatcher would."""
+async def post(
+    redis: Redis, names: Names, stream_vendor: str, *, record: bool = True, **task: Any
+) -> Task:
+    """Put a task on a vendor's stream as the dispatcher would: with the task's record,
+    which names the vendor (without it, `record=False`: posted straight to the stream)."""
     t = Task(**task)
+    if record:
+        await redis.hset(
+            names.task(t.task_id), mapping={"state": "routed", "vendor": stream_vendor}
+        )
     await redis.xadd(names.vendor_tasks(stream_vendor), encode(t))  # type: ignore[arg-type]
     return t
 

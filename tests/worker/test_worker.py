@@ -66,7 +66,7 @@ async def test_a_task_in_a_finding_out_with_tokens_and_cost(
         assert finding.cost_usd > 0
     if vendor == "codex":
         assert finding.code  # the code specialist returns code
-    assert await redis.get(names.task_done(task.task_id)) == finding.finding_id.encode()
+    assert await redis.get(names.task_done(vendor, task.task_id)) == finding.finding_id.encode()
     record = await redis.hgetall(names.task("e2e"))  # the dispatcher's record, brought up to date
     assert record[b"state"] == b"done" and record[b"finding_id"] == finding.finding_id.encode()
     assert record[b"worker"].startswith(b"worker-") and record[b"vendor"] == vendor.encode()
@@ -112,7 +112,7 @@ async def test_429_storm_and_5xx_still_complete_with_true_attempt_counts(
 
         async def all_accounted() -> tuple[list[Finding], list[Task]] | None:
             done = await findings(redis, names)
-            moved = [decode(Task, f) for _id, f in await redis.xrange(names.intake)]
+            moved = [decode(Task, f) for _id, f in await redis.xrange(names.reroutes)]
             return (done, moved) if len(done) + len(moved) == 40 else None
 
         outcome = await eventually(all_accounted, timeout=60, what="every task to end")
@@ -144,8 +144,8 @@ async def test_timeouts_exhaust_retries_then_fall_back_to_another_vendor(
         prompt="Think long [[sim:timeout]]",
         max_output_tokens=8,
     )
-    intake = await _wait_intake(redis, names)
-    moved = decode(Task, intake[0])
+    handed_back = await _wait_reroutes(redis, names)
+    moved = decode(Task, handed_back[0])
     assert moved.task_id == "slow-1"
     assert moved.attempt == 2
     assert moved.excluded_vendors == ("gemini",)
@@ -165,8 +165,8 @@ async def test_context_too_long_falls_back_at_once(
         prompt="Too big [[sim:context]]",
         excluded_vendors=("openai",),
     )
-    intake = await _wait_intake(redis, names)
-    moved = decode(Task, intake[0])
+    handed_back = await _wait_reroutes(redis, names)
+    moved = decode(Task, handed_back[0])
     assert moved.excluded_vendors == ("openai", "deepseek")
     assert "context" in moved.history[0].error.lower()
     assert sim_calls(simulator) == 1  # a fatal error is never retried
@@ -191,14 +191,34 @@ async def test_no_vendor_left_ends_as_a_failed_finding_and_a_dead_letter(
     parked = decode_rejection(record)
     assert parked.source_stream == names.vendor_tasks("claude")
     assert parked.original["task_id"] == "pinned-1"
-    assert await redis.xlen(names.intake) == 0  # not rerouted
+    assert await redis.xlen(names.reroutes) == 0  # not rerouted
 
 
-async def _wait_intake(redis: Redis, names: Names) -> list[dict[bytes, bytes]]:
+async def test_a_task_the_dispatcher_did_not_route_here_is_not_handed_back(
+    redis: Redis, names: Names, start_worker: StartWorker
+) -> None:
+    """The dispatcher takes a task back only from the vendor it routed it to: a task posted
+    straight to the vendor's stream (no record), or with a record naming another vendor (a
+    replay to this stream), ends here as a failed finding instead of a reroute."""
+    await start_worker("deepseek")
+    await post(redis, names, "deepseek", record=False, task_id="straight", prompt="[[sim:context]]")
+    await redis.hset(names.task("elsewhere"), mapping={"state": "routed", "vendor": "claude"})
+    await post(
+        redis, names, "deepseek", record=False, task_id="elsewhere", prompt="[[sim:context]]"
+    )
+    done = {f.task_id: f for f in await wait_findings(redis, names, 2)}
+    for task_id in ("straight", "elsewhere"):
+        assert done[task_id].status is Status.FAILED
+        assert "did not route the task to deepseek" in (done[task_id].error or "")
+    assert await redis.xlen(names.reroutes) == 0
+    assert await redis.hget(names.task("elsewhere"), "vendor") == b"claude"
+
+
+async def _wait_reroutes(redis: Redis, names: Names) -> list[dict[bytes, bytes]]:
     async def rerouted() -> list[dict[bytes, bytes]]:
-        return [f for _id, f in await redis.xrange(names.intake)]
+        return [f for _id, f in await redis.xrange(names.reroutes)]
 
-    return await eventually(rerouted, timeout=30, what="the task back at the intake")
+    return await eventually(rerouted, timeout=30, what="the task handed back")
 
 
 async def test_hundreds_of_calls_in_flight_in_one_process(
@@ -284,7 +304,7 @@ async def test_headers_reach_every_finding_and_the_rerouted_task(
     redis: Redis, names: Names, start_worker: StartWorker
 ) -> None:
     """A task's `headers` (docs/protocol.md section 10) are copied to its finding, ok or
-    failed, and kept on the task it puts back at the intake to fall back; its trace goes
+    failed, and kept on the task it hands back to fall back; its trace goes
     on with the worker's span as the parent."""
     trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
     headers = {"traceparent": trace, "x-team": "search"}
@@ -311,7 +331,7 @@ async def test_headers_reach_every_finding_and_the_rerouted_task(
     done = {f.task_id: f for f in await wait_findings(redis, names, 2)}
     assert done["h-ok"].status is Status.OK
     assert done["h-failed"].status is Status.FAILED
-    [moved] = [decode(Task, f) for f in await _wait_intake(redis, names)]
+    [moved] = [decode(Task, f) for f in await _wait_reroutes(redis, names)]
     assert moved.task_id == "h-moved"
     spans = set()
     for carried in (done["h-ok"].headers, done["h-failed"].headers, moved.headers):

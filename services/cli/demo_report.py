@@ -219,29 +219,30 @@ async def build_report(
 
 
 async def _handed_back(redis: Redis, names: Names, run_id: str) -> AsyncIterator[Task]:
-    """Each of the run's tasks that a worker handed back to the intake stream (a failed
-    vendor excluded, the failed try in `history`), as it was last handed back: its history
-    holds every earlier one."""
+    """Each of the run's tasks that a worker handed back (`swarm:reroutes`; workers of
+    earlier releases, the intake stream), a failed vendor excluded and the failed try in
+    `history`, as it was last handed back: its history holds every earlier one."""
     last: dict[str, Task] = {}
-    start = "-"
-    while True:
-        raw: Any = await redis.xrange(names.intake, min=start, count=_PAGE)
-        page: list[tuple[bytes, dict[bytes, bytes]]] = list(raw or [])
-        for _, fields in page:
-            try:
-                task = decode(Task, fields)
-            except DecodeError:
-                continue  # the malformed task, rejected at intake
-            seen = last.get(task.task_id)
-            if (
-                task.run_id == run_id
-                and task.history
-                and (seen is None or task.attempt > seen.attempt)
-            ):
-                last[task.task_id] = task
-        if len(page) < _PAGE:
-            break
-        start = "(" + page[-1][0].decode()
+    for stream in (names.reroutes, names.intake):
+        start = "-"
+        while True:
+            raw: Any = await redis.xrange(stream, min=start, count=_PAGE)
+            page: list[tuple[bytes, dict[bytes, bytes]]] = list(raw or [])
+            for _, fields in page:
+                try:
+                    task = decode(Task, fields)
+                except DecodeError:
+                    continue  # the malformed task, rejected at intake
+                seen = last.get(task.task_id)
+                if (
+                    task.run_id == run_id
+                    and task.history
+                    and (seen is None or task.attempt > seen.attempt)
+                ):
+                    last[task.task_id] = task
+            if len(page) < _PAGE:
+                break
+            start = "(" + page[-1][0].decode()
     for task in last.values():
         yield task
 

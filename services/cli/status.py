@@ -78,9 +78,9 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
 
 
 async def swarm_streams(redis: Redis, names: Names, shards: list[str]) -> list[str]:
-    """Every stream of the swarm worth watching: intake, rejected, findings, dead-letter,
-    each vendor queue that exists and each shard's query stream."""
-    fixed = [names.intake, names.rejected, names.findings, names.dead_letter]
+    """Every stream of the swarm worth watching: intake, hand-backs, rejected, findings,
+    dead-letter, each vendor queue that exists and each shard's query stream."""
+    fixed = [names.intake, names.reroutes, names.rejected, names.findings, names.dead_letter]
     queues: set[str] = set()  # those that exist: a vendor nobody routed to has none
     queries = {names.shard_queries(s) for s in shards}
     for pattern, found in (

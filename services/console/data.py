@@ -148,6 +148,7 @@ async def stream_names(redis: Redis, names: Names, live: list[dict[str, str]]) -
     shards = sorted(text(s) for s in await redis.smembers(names.shards))
     return [
         names.intake,
+        names.reroutes,
         names.findings,
         names.cancels,
         names.dead_letter,

@@ -106,6 +106,24 @@ async def test_replay_of_a_given_up_task_releases_its_done_marker(
     assert await redis.xlen(names.dead_letter) == 0
 
 
+async def test_replay_of_a_refused_hand_back_goes_to_the_intake(
+    swarm: Swarm, redis: Redis, names: Names
+) -> None:
+    """A hand-back the dispatcher did not accept (no record of the task): replayed, the
+    operator vouches for it, so it goes to the intake (nobody but workers adds to
+    swarm:reroutes, and the console may not)."""
+    task = Task(task_id="t-orphan", prompt="Summarise the contracts", attempt=2)
+    record = await _reject(redis, names, encode(task), reason="task_id: no task 't-orphan'",
+                           field="task_id", source_stream=names.reroutes)  # fmt: skip
+    res = await swarm("dlq", "replay", record, "--stream", "rejected", "--json")
+    assert res.code == 0, res.err
+    [replayed] = json.loads(res.out)["replayed"]
+    assert (replayed["stream"], replayed["task_id"]) == (names.intake, "t-orphan")
+    [(_id, fields)] = await redis.xrange(names.intake)
+    assert decode(Task, fields) == task
+    assert await redis.xlen(names.reroutes) == 0
+
+
 async def test_a_still_malformed_task_lands_in_rejected_again(
     swarm: Swarm, redis: Redis, names: Names, dispatcher: None
 ) -> None:

@@ -129,16 +129,23 @@ async def test_cached_queries_cost_at_most_15_percent_of_the_naive_resend(
         assert replies[0].cost_usd is not None and replies[0].cost_usd < 1.5 * naive_cost
 
 
+TTL_S = 6.0
+
+
 async def test_gemini_cache_is_extended_while_used_and_lapses_when_idle(
     load: Load, start_shard: StartShard, asker: ContextClient, simulator: Simulator
 ) -> None:
     await load("history", DOCS)
-    await start_shard("history", cache_ttl_s=3)
+    await start_shard("history", cache_ttl_s=TTL_S)
 
     first = await asker.ask("history", "retry policy?", timeout_s=20)
     [created] = await live_caches(simulator)
     assert first.cache_write_tokens > 0
-    await asyncio.sleep(1.8)  # under half the TTL left: the next query extends it
+    assert created.expire_time is not None
+    # Until under half the TTL is left (timed from the entry's own expiry, not from when the
+    # first answer came, which a busy machine delays): the next query extends it.
+    left = (created.expire_time - datetime.now(UTC)).total_seconds()
+    await asyncio.sleep(max(0.0, left - TTL_S * 0.4))
     second = await asker.ask("history", "retry policy again?", timeout_s=20)
     [extended] = await live_caches(simulator)
     assert second.cache_write_tokens == 0
@@ -149,7 +156,7 @@ async def test_gemini_cache_is_extended_while_used_and_lapses_when_idle(
     async def gone() -> bool:
         return not await live_caches(simulator)
 
-    await eventually(gone, timeout=6, interval=0.25, what="the idle cache to lapse")
+    await eventually(gone, timeout=TTL_S + 4, interval=0.25, what="the idle cache to lapse")
     third = await asker.ask("history", "retry policy, later?", timeout_s=20)
     assert third.status is Status.OK
     assert third.cache_write_tokens > 0  # a new entry, made on demand

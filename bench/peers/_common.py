@@ -20,12 +20,13 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
 SLEEP_S = 0.05
+FILL_CONCURRENCY = 100  # publishes at once while pre-filling (the asyncio peers)
 POLL_S = 0.001
 DONE_TIMEOUT_S = 120.0
 
@@ -113,6 +114,43 @@ async def wait_acked_async(clock: Clock, all_acked: Callable[[], Any]) -> float:
             raise TimeoutError("the handler ran n times, but not every message was acked")
         await asyncio.sleep(POLL_S)
     return clock.finish()
+
+
+async def handle(clock: Clock, mode: str) -> None:
+    """The handler every asyncio peer runs: a no-op, or a non-blocking SLEEP_S in `io`."""
+    import asyncio  # noqa: PLC0415 (only the asyncio peers need it)
+
+    clock.begin()
+    if mode == "io":
+        await asyncio.sleep(SLEEP_S)
+    clock.done()
+
+
+async def fill(publish: Callable[[int], Awaitable[Any]], n: int) -> float:
+    """Publish 0..n-1 through a system's own API, FILL_CONCURRENCY at once; the seconds."""
+    import asyncio  # noqa: PLC0415
+
+    t0 = time.perf_counter()
+    for start in range(0, n, FILL_CONCURRENCY):
+        await asyncio.gather(*(publish(i) for i in range(start, min(start + FILL_CONCURRENCY, n))))
+    return time.perf_counter() - t0
+
+
+def group_drained(redis: Any, stream: str, group: str) -> Callable[[], Awaitable[bool]]:
+    """For `wait_acked_async`: has the group no pending entry left (asyncio redis-py)?"""
+
+    async def drained() -> bool:
+        pending: Any = await redis.xpending(stream, group)
+        return int(pending["pending"]) == 0
+
+    return drained
+
+
+async def drop_keys(redis: Any, match: str) -> None:
+    """Delete the keys a run left (`match`: its own prefix) on an asyncio redis-py client."""
+    keys = [k async for k in redis.scan_iter(match=match, count=1000)]
+    if keys:
+        await redis.delete(*keys)
 
 
 def versions(*packages: str) -> dict[str, str]:

@@ -9,17 +9,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
-from _common import SLEEP_S, Clock, namespace, parse_args, report, wait_acked_async
+from _common import (
+    FILL_CONCURRENCY,
+    Clock,
+    drop_keys,
+    fill,
+    group_drained,
+    handle,
+    namespace,
+    parse_args,
+    report,
+    wait_acked_async,
+)
 from redis.asyncio import Redis
 from taskiq.receiver import Receiver
 from taskiq_redis import RedisStreamBroker
 
 GROUP = "bench"
-FILL_CONCURRENCY = 100
 
 
 async def main() -> None:
@@ -37,23 +45,13 @@ async def main() -> None:
 
     @broker.task(task_name="noop")
     async def noop(_i: int) -> None:
-        clock.begin()
-        if args.mode == "io":
-            await asyncio.sleep(SLEEP_S)
-        clock.done()
+        await handle(clock, args.mode)
 
     redis = Redis.from_url(args.redis_url)
     try:
         await broker.startup()  # declares the group (client side: no receiver yet)
-        t0 = time.perf_counter()
-        for start in range(0, args.n, FILL_CONCURRENCY):
-            stop_at = min(start + FILL_CONCURRENCY, args.n)
-            await asyncio.gather(*(noop.kiq(i) for i in range(start, stop_at)))
-        fill_s = time.perf_counter() - t0
-
-        async def all_acked() -> bool:
-            pending: Any = await redis.xpending(stream, GROUP)
-            return int(pending["pending"]) == 0
+        fill_s = await fill(noop.kiq, args.n)
+        all_acked = group_drained(redis, stream, GROUP)
 
         finish = asyncio.Event()
         broker.is_worker_process = True
@@ -71,9 +69,7 @@ async def main() -> None:
             await asyncio.gather(listening, return_exceptions=True)
     finally:
         await broker.shutdown()
-        keys = [k async for k in redis.scan_iter(match=f"*{ns}*", count=1000)]
-        if keys:
-            await redis.delete(*keys)
+        await drop_keys(redis, f"*{ns}*")
         await redis.aclose()
     report(
         system="taskiq",

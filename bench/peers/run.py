@@ -9,8 +9,8 @@ its first handler call until Redis shows all N acknowledged (see _common.py). Tw
   time.sleep in Celery's threads/gevent pools), --io-in-flight at once; wall time against
   the ideal io_n / io_in_flight x 50 ms.
 
-swarmbus runs in the project's venv; the peers in .venv-bench (taskiq, Celery, the raw
-redis-py loop) and .venv-bench-arq (arq pins redis-py < 6). Prints a table, then one JSON
+swarmbus runs in the project's venv; the peers in .venv-bench (taskiq, FastStream, Celery, the
+raw redis-py loop) and .venv-bench-arq (arq pins redis-py < 6). Prints a table, then one JSON
 line; saves bench/results/peers.json.
 
     .venv-bench/bin/python bench/peers/run.py [--n 20000] [--rounds 3] [--only swarmbus,arq]
@@ -57,6 +57,7 @@ CASES = (
     Case("swarmbus", "swarmbus", "project", "peer_swarmbus.py"),
     Case("taskiq", "taskiq", "bench", "peer_taskiq.py"),
     Case("arq", "arq", "arq", "peer_arq.py"),
+    Case("faststream", "faststream", "bench", "peer_faststream.py"),
     Case("celery (solo)", "celery", "bench", "peer_celery.py", "solo", io=False),
     Case("celery (threads)", "celery", "bench", "peer_celery.py", "threads"),
     Case("celery (gevent)", "celery", "bench", "peer_celery.py", "gevent"),

@@ -63,9 +63,10 @@ bench-ours: install  ## the project's own benchmarks; each prints a table, one J
 	$(BIN)/python bench/urgency.py
 	$(BIN)/python bench/tracing.py
 
-bench-peers: install bench-env  ## swarmbus against taskiq, arq, Celery and a raw redis-py loop
+bench-peers: install bench-env  ## swarmbus against taskiq, arq, FastStream, Celery, a raw redis-py loop; LiteLLM stacks
 	$(BENCH_VENV)/bin/python bench/peers/run.py --project-python $(BIN)/python \
 		--bench-python $(BENCH_VENV)/bin/python --arq-python $(BENCH_ARQ_VENV)/bin/python
+	$(BIN)/python bench/llmstack.py --bench-python $(BENCH_VENV)/bin/python
 
 bench-report: bench-env  ## docs/benchmarks.md and docs/img/ from bench/results/*.json
 	$(BENCH_VENV)/bin/python bench/report.py

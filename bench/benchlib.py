@@ -62,6 +62,15 @@ def cpu_seconds(pid: int) -> float:
     return (int(after_name[11]) + int(after_name[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def rss_peak_mb(pid: int) -> float | None:
+    """A process's peak resident set (VmHWM in /proc/<pid>/status), MiB."""
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return None
+
+
 def machine(redis_url: str | None = None) -> dict[str, Any]:
     """CPU model, cores, RAM, OS, Python, Redis version, and how busy the machine was."""
     return {

@@ -32,6 +32,7 @@ DOC = ROOT / "docs" / "benchmarks.md"
 IMG = ROOT / "docs" / "img"
 ORDER = (
     "peers",
+    "llmstack",
     "bus",
     "worker",
     "dispatcher",
@@ -51,6 +52,7 @@ ORDER = (
 )
 TITLES = {
     "peers": "swarmbus against its peers",
+    "llmstack": "The LLM stack a user would build instead: LiteLLM, taskiq, the raw SDK",
     "bus": "Bus throughput against a per-message-ack loop",
     "worker": "One worker process against the original threads",
     "dispatcher": "Dispatcher throughput",
@@ -93,6 +95,7 @@ CHAOS = {
 COMMANDS = {
     **{name: "make chaos-long" for name in CHAOS},
     "peers": "make bench-peers",
+    "llmstack": "make bench-peers",
     "liveness-hogs": ".venv/bin/python bench/liveness.py --tasks 10000 --hogs 2",
 }
 # Issue 16's goals (bench/dispatcher_redis.py judges the first two with the same numbers).
@@ -407,6 +410,103 @@ def render_peers(r: Record) -> list[str]:
             line=(ideal, f"ideal {ideal:.2f} s"),
         )
         out += [image(name, "I/O overlap wall time by system"), ""]
+    return out
+
+
+# -- LLM stack ---------------------------------------------------------------------------
+def render_llmstack(r: Record) -> list[str]:
+    res, summary = r.result, (r.details or {}).get("summary", {})
+    labels: dict[str, str] = res.get("labels", {})
+    rates = res.get("tasks_per_s", {})
+    cores = res.get("cores", {})
+    out = [
+        f"The same {num(res.get('n'))} LLM tasks at {num(res.get('in_flight'))} in flight "
+        f"against the vendor simulator's DeepSeek endpoint at {num(res.get('latency_s'), 'g')} s "
+        f"per call (ideal {num(res.get('ideal_tasks_per_s'))} tasks/s), after an untimed "
+        "warm-up wave of as many tasks as are in flight, through each stack in a process of "
+        f"its own; {num(res.get('rounds'))} rounds, interleaved, median shown. The simulator "
+        f"runs in its own process on core(s) {cores.get('simulator')}, the stacks on "
+        f"{cores.get('stacks')}, so every stack sees the same vendor. swarmbus is one "
+        "`swarm run worker` (tasks pre-filled on its vendor stream, a finding XADDed per task); "
+        "the LiteLLM `Router` has the same vendor as its one deployment, alone (no queue) and "
+        "inside a taskiq worker (taskiq-redis streams, each result XADDed); the raw OpenAI SDK "
+        "loop (no queue) is the baseline. Every pool is sized for the in-flight count (see "
+        "Configuration).",
+        "",
+    ]
+    bus = rates.get("swarmbus")
+    rows = []
+    for key, rate in rates.items():
+        s = summary.get(key, {})
+        cfg = s.get("config", {})
+        ver = s.get("versions", {})
+        label = labels.get(key, key)
+        rows.append(
+            [
+                f"**{label}**" if key == "swarmbus" else label,
+                num(rate, ",.1f"),
+                f"{num(s.get('tasks_per_s_min'), ',.1f')} to "
+                f"{num(s.get('tasks_per_s_max'), ',.1f')}",
+                num(bus / rate, ".2f") + "x" if bus and rate else "n/a",
+                num(res.get("cpu_ms_per_task", {}).get(key), ".2f"),
+                num(res.get("peak_rss_mb", {}).get(key)),
+                num(res.get("added_p50_ms", {}).get(key), ",.0f"),
+                num(res.get("added_p99_ms", {}).get(key), ",.0f"),
+                num(res.get("calls_at_once", {}).get(key)),
+                num(res.get("errors", {}).get(key)),
+                num(res.get("simulator_cpu_ms_per_call", {}).get(key), ".2f"),
+                ", ".join(f"{k} {v}" for k, v in cfg.items()),
+                ", ".join(f"{k} {v}" for k, v in ver.items()),
+            ]
+        )
+    out += table(
+        [
+            "Stack",
+            "tasks/s",
+            "range",
+            "swarmbus ÷ this",
+            "CPU ms/task",
+            f"peak RSS MB at {num(res.get('in_flight'))} in flight",
+            "added p50 ms",
+            "added p99 ms",
+            "calls open at once",
+            "errors (all rounds)",
+            "simulator CPU ms/call",
+            "Configuration",
+            "Versions",
+        ],
+        rows,
+        right=range(1, 11),
+    )
+    out += [
+        "*CPU ms/task* is the stack process's own CPU (user + system) over the measured span, "
+        "per task: for swarmbus and taskiq it includes the queue's Redis work, for the Router "
+        "and the SDK loop there is no queue at all. *peak RSS* is the process's VmHWM. "
+        "*added* latency is each call's time as its caller measured it (the worker's "
+        "`latency_ms` for swarmbus) minus the simulator's fixed latency: the time the stack "
+        "adds while its own event loop is busy with the other calls in flight. It is measured "
+        "around the call, so for the queue stacks it leaves out the time a claimed task waits "
+        "for its call to start: *calls open at once* (tasks/s x mean call time, Little's law) "
+        "shows how many of the in-flight slots were calls at the vendor. *simulator CPU "
+        "ms/call* (its process, warm-up included) shows whether the vendor's side was the "
+        "limit: it is the same vendor for every stack.",
+        "",
+    ]
+    if rates:
+        keys = list(rates)
+        name = hbars(
+            "bench-llmstack.png",
+            [labels.get(k, k) for k in keys],
+            [float(rates[k] or 0) for k in keys],
+            xlabel="tasks per second, median",
+            title=f"{num(res.get('n'))} LLM tasks, {num(res.get('in_flight'))} in flight, "
+            f"{num(res.get('latency_s'), 'g')} s vendor latency",
+            colors=[OURS if k == "swarmbus" else RAW if k == "sdk" else PEER for k in keys],
+            fmt=lambda v: f"{v:,.0f}",
+            line=(float(res.get("ideal_tasks_per_s") or 0), "ideal"),
+            legend=[(OURS, "swarmbus"), (PEER, "LiteLLM stacks"), (RAW, "raw SDK loop")],
+        )
+        out += [image(name, "LLM tasks per second by stack"), ""]
     return out
 
 
@@ -1144,6 +1244,7 @@ def numeric_groups(value: Any, prefix: str = "") -> list[tuple[str, dict[str, fl
 
 RENDERERS: dict[str, Callable[[Record], list[str]]] = {
     "peers": render_peers,
+    "llmstack": render_llmstack,
     "bus": render_bus,
     "worker": render_worker,
     "dispatcher": render_dispatcher,

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import openai
-from benchlib import cpu_seconds, emit
+from benchlib import cpu_seconds, emit, rss_peak_mb
 from redis import Redis
 
 from services.cli.redis_finder import find_redis
@@ -117,6 +117,7 @@ def run_swarmbus(
     }
     problems: list[str] = []
     cpu0 = cpu1 = None
+    peak_rss_mb = None
     stall_s = 5 + 3 * latency  # no new finding for this long: the rest is stuck
     with tempfile.TemporaryFile() as output:
         proc = subprocess.Popen(
@@ -149,6 +150,7 @@ def run_swarmbus(
                     and not check(read_findings(redis, names.findings), posted)["missing"]
                 ):
                     cpu1 = cpu_seconds(proc.pid)
+                    peak_rss_mb = rss_peak_mb(proc.pid)
                     break
                 if proc.poll() is not None:
                     problems.append(f"the worker exited at {done}/{len(posted)} findings")
@@ -174,9 +176,10 @@ def run_swarmbus(
         problems.append(f"worker exit code {proc.returncode}")
     entries = read_findings(redis, names.findings)  # after the drain: late duplicates too
     counts = check(entries, posted)
-    starts, ends = [], []
+    starts, ends, call_ms = [], [], []
     for entry_id, f in entries:
         if f[b"task_id"] in timed:
+            call_ms.append(float(f.get(b"latency_ms", b"nan")))
             ends.append(int(entry_id.split(b"-")[0]) / 1000)
             stamp = datetime.fromisoformat(f[b"timestamp"].decode()).timestamp()
             starts.append(stamp - float(f.get(b"latency_ms", b"0")) / 1000)
@@ -188,6 +191,8 @@ def run_swarmbus(
         "tasks_per_s": n / span if complete else None,
         "span_s": span,
         "cpu_ms_per_task": (cpu1 - cpu0) * 1000 / n if complete and cpu0 and cpu1 else None,
+        "peak_rss_mb": peak_rss_mb,
+        "call_ms": call_ms,
         "dead_letters": int(redis.xlen(names.dead_letter)),
         "rerouted": int(redis.xlen(names.intake)),
         "problems": problems,

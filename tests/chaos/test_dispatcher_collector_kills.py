@@ -32,7 +32,10 @@ pytestmark = pytest.mark.chaos
 # tasks are not pinned: the cheapest live one takes them, and whenever a busy worker's
 # heartbeat lapses the dispatcher routes around it.
 VENDORS = ("deepseek", "claude")
-TASKS = 1500
+# Enough for the trickle to last 30 s, the longest the kills may wait for their victims to
+# hold work at the same moment (a CI run with 1,500 ran dry after 15 s, and the last kill
+# then never saw both busy); the rest is posted at once after the kills, as before.
+TASKS = 3000
 FEED = (10, 0.1)  # tasks per step, seconds between steps: ~100 tasks/s until the kills end
 
 

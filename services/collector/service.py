@@ -71,20 +71,20 @@ def make_handler(
             # of this entry is recognised instead of getting a fresh random id.
             finding = finding.model_copy(update={"finding_id": f"entry-{delivery.entry_id}"})
         attributes = {
-            "messaging.system": "redis",
-            "messaging.destination.name": delivery.stream,
-            "messaging.message.id": delivery.entry_id,
             "swarm.task_id": finding.task_id,
             "swarm.finding_id": finding.finding_id,
             "swarm.status": finding.status.value,
         }
-        trace = trace_of(finding.headers)
-        with tracing.span("swarm.store", trace, kind="consumer", attributes=attributes) as span:
+        with tracing.consume(
+            "swarm.store",
+            trace_of(finding.headers),
+            stream=delivery.stream,
+            entry_id=delivery.entry_id,
+            attributes=attributes,
+        ) as span:
             structlog.contextvars.bind_contextvars(
                 task_id=finding.task_id, finding_id=finding.finding_id
             )
-            if trace is not None:
-                structlog.contextvars.bind_contextvars(trace_id=trace.trace_id)
             if await store.seen(finding):
                 outcome = Outcome.REDELIVERED
             else:

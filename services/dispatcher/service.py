@@ -39,7 +39,7 @@ from shared.protocol.tracecontext import TraceContext, trace_of, with_trace
 from shared.runtime.metrics import Metrics
 from shared.runtime.redis import REDIS_UNAVAILABLE
 from shared.runtime.settings import BusSettings, SwarmSettings
-from shared.runtime.tracing import Attr, Tracer
+from shared.runtime.tracing import Tracer
 
 log = structlog.get_logger("swarm.dispatcher")
 
@@ -185,23 +185,19 @@ class Intake:
 
     async def _handle(self, task: Task, delivery: Delivery) -> list[Effect]:
         caller = trace_of(task.headers)  # the poster's trace, or None: this span starts one
-        attributes: dict[str, Attr | None] = {
-            "messaging.system": "redis",
-            "messaging.destination.name": delivery.stream,
-            "messaging.message.id": delivery.entry_id,
-            "swarm.task_id": task.task_id,
-            "swarm.attempt": task.attempt,
-        }
-        with self.tracer.span(
-            "swarm.intake", caller, kind="consumer", attributes=attributes
+        with self.tracer.consume(
+            "swarm.intake",
+            caller,
+            stream=delivery.stream,
+            entry_id=delivery.entry_id,
+            attributes={"swarm.task_id": task.task_id, "swarm.attempt": task.attempt},
         ) as span:
-            structlog.contextvars.bind_contextvars(
-                task_id=task.task_id, trace_id=span.context.trace_id
-            )
+            structlog.contextvars.bind_contextvars(task_id=task.task_id)
             # Without the poster's trace (and with SWARM_TRACE_START off) nothing is written
             # into headers: the routed task stays readable by workers of schema 1.0.
             carry = caller is not None or self.settings.start_traces
             if carry:
+                structlog.contextvars.bind_contextvars(trace_id=span.context.trace_id)
                 task = task.model_copy(update={"headers": with_trace(task.headers, span.context)})
             return await self._accept(task, delivery, span.context, carry=carry)
 

@@ -171,18 +171,21 @@ def make_handler(
             raise DeadLetter(f"not a valid context query: {exc}", field=exc.field) from exc
         trace = trace_of(query.headers)
         attributes = {
-            "messaging.system": "redis",
-            "messaging.destination.name": delivery.stream,
             "swarm.query_id": query.query_id,
             "swarm.shard_id": shard.shard_id,
             "swarm.task_id": query.task_id,
         }
-        with tracing.span("swarm.shard_query", trace, kind="consumer", attributes=attributes) as sp:
+        with tracing.consume(
+            "swarm.shard_query",
+            trace,
+            stream=delivery.stream,
+            entry_id=delivery.entry_id,
+            attributes=attributes,
+        ) as sp:
             structlog.contextvars.bind_contextvars(
                 query_id=query.query_id, requester=query.requester_worker_id, task_id=query.task_id
             )
             if trace is not None:  # the shard's vendor call is this span's child
-                structlog.contextvars.bind_contextvars(trace_id=trace.trace_id)
                 query = query.model_copy(update={"headers": with_trace(query.headers, sp.context)})
             return await answer(query)
 

@@ -39,7 +39,7 @@ from shared.protocol.tracecontext import trace_of, with_trace
 from shared.runtime.config_errors import ConfigError, Problem
 from shared.runtime.logging import register_secret
 from shared.runtime.settings import BusSettings, SwarmSettings
-from shared.runtime.tracing import Attr, Tracer
+from shared.runtime.tracing import Tracer
 
 log = structlog.get_logger("swarm.worker")
 
@@ -330,18 +330,20 @@ async def _traced(
     """`work(task)` inside the task's span; the task's trace, if it carries one, names
     this span as the parent of its vendor calls, a reroute and its finding."""
     trace = trace_of(task.headers)
-    attributes: dict[str, Attr | None] = {
-        "messaging.system": "redis",
-        "messaging.destination.name": delivery.stream,
-        "messaging.message.id": delivery.entry_id,
+    attributes = {
         "swarm.task_id": task.task_id,
         "swarm.vendor": worker.vendor,
         "swarm.worker_id": worker.worker_id,
     }
-    with worker.tracer.span("swarm.task", trace, kind="consumer", attributes=attributes) as span:
+    with worker.tracer.consume(
+        "swarm.task",
+        trace,
+        stream=delivery.stream,
+        entry_id=delivery.entry_id,
+        attributes=attributes,
+    ) as span:
         structlog.contextvars.bind_contextvars(task_id=task.task_id, vendor=worker.vendor)
-        if trace is not None:  # an untraced task's log lines name no trace of this span
-            structlog.contextvars.bind_contextvars(trace_id=trace.trace_id)
+        if trace is not None:
             task = task.model_copy(update={"headers": with_trace(task.headers, span.context)})
         return await work(task)
 

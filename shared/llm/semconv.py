@@ -63,8 +63,10 @@ async def traced_complete(
     *,
     task_id: str | None = None,
 ) -> LLMResponse:
-    """`llm.complete(request)`, as a GenAI client span under `parent` when there is one."""
-    if parent is None:
+    """`llm.complete(request)`, as a GenAI client span under `parent` when there is one
+    and spans are exported (nothing is handed on from this span, so without an exporter
+    it would be attributes computed for no one)."""
+    if parent is None or not tracer.exporting:
         return await llm.complete(request)
     name = f"chat {request.model or llm.default_model}"
     attributes = {**genai_request(vendor, request), "swarm.task_id": task_id}

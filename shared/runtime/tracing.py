@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
@@ -33,21 +33,17 @@ class Span:
     """A span in progress: its context names it as the parent of the next hop."""
 
     context: TraceContext
-    _otel: Any = None
-    attributes: dict[str, Attr] = field(default_factory=dict)
+    _otel: Any = None  # None when nothing is exported: then attributes are not kept
     error: str | None = None
 
     def set(self, attributes: Mapping[str, Attr | None]) -> None:
         """Attributes to export; None values are left out."""
-        kept = {k: v for k, v in attributes.items() if v is not None}
-        self.attributes.update(kept)
         if self._otel is not None:
-            self._otel.set_attributes(kept)
+            self._otel.set_attributes({k: v for k, v in attributes.items() if v is not None})
 
     def fail(self, error_type: str, description: str = "") -> None:
         """Mark the span failed: `error.type` as the semantic conventions name it."""
         self.error = error_type
-        self.attributes["error.type"] = error_type
         if self._otel is not None:
             from opentelemetry.trace import Status, StatusCode  # noqa: PLC0415
 
@@ -65,6 +61,7 @@ class Tracer:
 
     @property
     def exporting(self) -> bool:
+        """False: spans are only ids, so a span nothing is handed on from can be skipped."""
         return self._tracer is not None
 
     @contextmanager
@@ -78,11 +75,10 @@ class Tracer:
     ) -> Iterator[Span]:
         """A span named `name`, child of `parent` (a new trace's root when None). An
         exception leaving the block marks it failed with the exception's type."""
-        attrs = {k: v for k, v in (attributes or {}).items() if v is not None}
         if self._tracer is None:
-            span = Span(parent.child() if parent else TraceContext.new(), attributes=attrs)
-            yield span
+            yield Span(parent.child() if parent else TraceContext.new())
             return
+        attrs = {k: v for k, v in (attributes or {}).items() if v is not None}
         otel = self._tracer.start_span(
             name, context=_otel_parent(parent), kind=_otel_kind(kind), attributes=attrs
         )
@@ -93,7 +89,6 @@ class Tracer:
                 f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}", int(ctx.trace_flags), state
             ),
             otel,
-            attrs,
         )
         try:
             yield span
@@ -103,6 +98,29 @@ class Tracer:
             raise
         finally:
             otel.end()
+
+    @contextmanager
+    def consume(
+        self,
+        name: str,
+        parent: TraceContext | None,
+        *,
+        stream: str,
+        entry_id: str,
+        attributes: Mapping[str, Attr | None],
+    ) -> Iterator[Span]:
+        """The consumer span of one message read from `stream`, child of the trace the
+        message carried; every log line from here on names that trace (an untraced
+        message's lines name none: its span's trace is in no other service's lines)."""
+        messaging: dict[str, Attr | None] = {
+            "messaging.system": "redis",
+            "messaging.destination.name": stream,
+            "messaging.message.id": entry_id,
+        }
+        with self.span(name, parent, kind="consumer", attributes={**messaging, **attributes}) as s:
+            if parent is not None:
+                structlog.contextvars.bind_contextvars(trace_id=s.context.trace_id)
+            yield s
 
     def shutdown(self) -> None:
         """Export what is still buffered (a service's last spans), then stop."""

@@ -57,6 +57,7 @@ async def run_dispatcher(
     policy = Policy.load(settings.policy_file, prices)
     async with service_context("dispatcher", swarm, bus_settings, tracer=tracer) as ctx:
         redis = ctx.bus.redis
+        _zero_queue_counters(ctx.metrics, ctx.names)
         fleet = FleetView(
             redis,
             ctx.names,
@@ -110,6 +111,15 @@ async def run_dispatcher(
             await gauges
             await claims.close()
     return 0
+
+
+def _zero_queue_counters(metrics: Metrics, names: Names) -> None:
+    """Show every vendor queue's publish counter at 0 from the start: increase() cannot
+    count the burst that makes a counter appear, so a vendor's first backlog after a
+    dispatcher (re)start would be invisible to the lag alert (SwarmStreamLagGrowing)."""
+    for vendor in KNOWN_VENDORS:
+        for stream in names.vendor_task_levels(vendor):
+            metrics.published.labels(stream)
 
 
 async def _export_fleet(

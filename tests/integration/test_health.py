@@ -348,3 +348,19 @@ async def test_the_collectors_readyz_names_its_broken_export(
         assert text == (
             "export /dev/full: the last write failed: OSError: [Errno 28] No space left on device\n"
         )
+
+
+@pytest.mark.slow
+async def test_the_dispatcher_shows_every_vendor_queue_counter_before_its_first_task(
+    redis_url: str, names: Names, tmp_path: Path
+) -> None:
+    """A counter that appears with its first burst already counted is one increase()
+    never sees: the lag alert would miss a vendor's first backlog after a restart."""
+    port = free_port()
+    async with SwarmProcs(redis_url, names, tmp_path / "logs") as swarm:
+        await swarm.start("dispatcher", "dispatcher", env={"METRICS_PORT": str(port)})
+        await wait_readyz(swarm, port, lambda s: s == 200, 30, "the dispatcher ready")
+        text = (await get(port, "/metrics")).text
+    for vendor in ("deepseek", "claude", "openai-compatible"):
+        for stream in names.vendor_task_levels(vendor):
+            assert f'swarm_published_messages_total{{stream="{stream}"}} 0.0' in text, stream

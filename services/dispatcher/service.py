@@ -25,6 +25,7 @@ from shared.bus import (
     Effect,
     Outgoing,
     SetFields,
+    SetKey,
     serve,
     service_context,
     streamids,
@@ -75,8 +76,8 @@ async def run_dispatcher(
         )
         claims = TaskClaims(redis, settings.record_ttl_s)
 
-        async def routed_to(record: str) -> str | None:
-            vendor = await redis.hget(record, "vendor")
+        async def routed_to(task_id: str) -> str | None:
+            vendor = await redis.get(ctx.names.route(task_id))
             return None if vendor is None else streamids.text(vendor)
 
         intake = Intake(
@@ -166,20 +167,21 @@ class Intake:
 
     async def handle_reroute(self, delivery: Delivery) -> list[Effect]:
         """A task a worker hands back (`swarm:reroutes`): routed again like an intake entry,
-        but only if this dispatcher routed it to the vendor that hands it back (its record
-        says so), so a worker's credential cannot post new work or move another vendor's
-        tasks; anything else goes to the rejected stream with the reason."""
+        but only if this dispatcher routed it to the vendor that hands it back (its route
+        key says so: workers may write the task record, never the route), so a worker's
+        credential cannot post new work or move another vendor's tasks; anything else goes
+        to the rejected stream with the reason."""
         task = self._validate(delivery)
         if not task.history:
             raise self._rejection(
                 "history", "history: a reroute names the vendor that failed the task; none here"
             )
         by = task.history[-1].vendor
-        routed = await self._routed_to(self.names.task(task.task_id))
+        routed = await self._routed_to(task.task_id)
         if routed is None:
             raise self._rejection(
                 "task_id",
-                f"task_id: no task {task.task_id!r} was routed here (no record); a reroute is "
+                f"task_id: no task {task.task_id!r} was routed here (no route); a reroute is "
                 "accepted only for a task the dispatcher routed",
             )
         if routed != by:
@@ -267,6 +269,7 @@ class Intake:
             Outgoing(self.names.vendor_tasks(chosen.vendor, task.urgency), encode(routed)),
             # No TTL here: the claim has just set the record's (one PEXPIRE per task).
             SetFields(self.names.task(task.task_id), record),
+            SetKey(self.names.route(task.task_id), chosen.vendor, self.settings.record_ttl_s),
         ]
 
     async def _route(self, task: Task, fleet: Fleet) -> Decision:

@@ -107,6 +107,11 @@ class Names:
     def task(self, task_id: str) -> str:
         return self._k("task", task_id)
 
+    def route(self, task_id: str) -> str:
+        """String: the vendor the dispatcher last routed a task to. Only the dispatcher
+        writes it (workers may write the task record), so a hand-back is checked here."""
+        return self._k("route", task_id)
+
     def task_cancelled(self, task_id: str) -> str:
         """String: the reason a task was cancelled; a worker checks it before the call."""
         return self._k("cancelled", task_id)

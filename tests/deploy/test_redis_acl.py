@@ -192,11 +192,12 @@ ALLOWED: dict[str, list[str]] = {
         f"XAUTOCLAIM {NS}:tasks dispatcher dispatcher-h-1 60000 0-0 COUNT 10",
         f"XTRIM {NS}:tasks MINID ~ 1-0",
         f"EVALSHA {SHA} 1 {NS}:tasks dispatcher dispatcher-h-1 1-0",
-        # hand-backs: read through the group; routed only if the record names the vendor
+        # hand-backs: read through the group; routed only if the route names the vendor
         f"XREADGROUP GROUP dispatcher dispatcher-h-1 COUNT 10 BLOCK 10 STREAMS {NS}:reroutes >",
         f"XACK {NS}:reroutes dispatcher 1-0",
         f"XTRIM {NS}:reroutes MINID ~ 1-0",
-        f"HGET {NS}:task:t1 vendor",
+        f"GET {NS}:route:t1",
+        f"SET {NS}:route:t1 deepseek PX 604800000",
         f"XADD {NS}:queue:deepseek * prompt hi",
         f"XADD {NS}:tasks:rejected * reason bad",
         f"XADD {NS}:findings * task_id t",
@@ -350,6 +351,7 @@ DENIED: dict[str, list[str]] = {
         f"EVALSHA {SHA} 4 {NS}:done:openai:t1 {NS}:findings {NS}:task:t1 {NS}:dlq f1 0",
         f"MGET {NS}:done:openai:t1 {NS}:cancelled:t1",
         f"SET {NS}:cancelled:t1 forged",  # only the dispatcher marks a task cancelled
+        f"SET {NS}:route:t1 claude",  # only the dispatcher says where a task went
         f"XREADGROUP GROUP dispatcher worker-claude-h-1 STREAMS {NS}:cancel >",
         f"XREADGROUP GROUP collector worker-claude-h-1 STREAMS {NS}:findings >",
         f"XRANGE {NS}:findings - +",

@@ -264,6 +264,7 @@ async def test_a_task_handed_back_by_the_vendor_it_was_routed_to_goes_to_another
     [(second, again)] = [(v, t) for v, t in moved if t.attempt == 2]
     assert second != first and again.excluded_vendors == (first,)
     assert await redis.hget(names.task("moved"), "vendor") == second.encode()
+    assert await redis.get(names.route("moved")) == second.encode()
     assert await redis.xlen(names.rejected) == 0
 
 
@@ -289,6 +290,21 @@ async def test_a_reroute_of_a_task_the_dispatcher_never_routed_is_rejected(
     assert rejection.field == "task_id"
     assert "no task 'invented' was routed here" in rejection.reason
     assert await redis.exists(names.task("invented")) == 0
+    assert [v for v in KNOWN_VENDORS if await redis.xlen(names.vendor_tasks(v))] == []
+
+
+async def test_a_forged_task_record_does_not_make_a_hand_back_new_work(
+    redis: Redis, names: Names, dispatcher: None
+) -> None:
+    """Workers may write task records (their `state`), so a record naming a worker's own
+    vendor proves nothing: the dispatcher checks its route key, which only it writes."""
+    await _workers(redis, names, *KNOWN_VENDORS)
+    await redis.hset(names.task("forged"), mapping={"vendor": "deepseek", "state": "running"})
+    forged = _handed_back(Task(task_id="forged", prompt="Mine the keys"), "deepseek")
+    await redis.xadd(names.reroutes, encode(forged))  # type: ignore[arg-type]
+    rejection = await _rejected_reroute(redis, names)
+    assert rejection.field == "task_id"
+    assert "no task 'forged' was routed here" in rejection.reason
     assert [v for v in KNOWN_VENDORS if await redis.xlen(names.vendor_tasks(v))] == []
 
 

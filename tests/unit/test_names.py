@@ -21,6 +21,7 @@ KEY_METHODS = (
     "replies",
     "member",
     "task",
+    "route",
     "task_findings",
     "task_cancelled",
     "task_summary",
@@ -100,6 +101,7 @@ def test_every_default_key_is_pinned() -> None:
         "replies": "swarm:replies:x1",
         "member": "swarm:member:x1",
         "task": "swarm:task:x1",
+        "route": "swarm:route:x1",
         "task_findings": "swarm:findings:x1",
         "task_done": "swarm:done:x1:m1",  # (vendor, task id): the task id last
         "task_cancelled": "swarm:cancelled:x1",

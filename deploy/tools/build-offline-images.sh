@@ -98,10 +98,17 @@ build_base() {
 }
 
 build_standin() {  # name tag
-  local name=$1 tag=$2 start=$SECONDS
-  if have_image "$tag"; then say "$tag: present"; return; fi
+  local name=$1 tag=$2 start=$SECONDS digest
+  # Rebuilt when its folder changed since: the image carries the folder's digest as a label.
+  digest="$(cat "$HERE/standins/$name"/* | sha256sum | cut -c1-16)"
+  if [[ "$(docker image inspect -f '{{index .Config.Labels "swarmbus.standin"}}' "$tag" \
+      2>/dev/null)" == "$digest" ]]; then
+    say "$tag: present"
+    return
+  fi
   local log=/tmp/swarm-standin-$name.log
-  DOCKER_BUILDKIT=0 docker build --build-arg "BASE=$BASE" -t "$tag" "$HERE/standins/$name" \
+  DOCKER_BUILDKIT=0 docker build --build-arg "BASE=$BASE" --label "swarmbus.standin=$digest" \
+    -t "$tag" "$HERE/standins/$name" \
     >"$log" 2>&1 || { tail -n 30 "$log" >&2; say "$tag: build failed"; exit 1; }
   say "$tag: built in $((SECONDS - start)) s"
 }

@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-# One Redis ACL user per service (deploy/redis/users.acl, deploy/compose.acl.yaml).
+# One Redis ACL user per service (deploy/redis/users.acl, compose.yaml).
 REDIS_USERS = (
     "SWARM_ADMIN",
     "DISPATCHER",

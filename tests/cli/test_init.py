@@ -61,21 +61,21 @@ def test_init_keeps_what_is_set_and_fills_what_is_commented_out(tmp_path: Path) 
     assert f"added {len(SECRETS) - 1} of" in res.stdout
 
 
-def test_the_acl_overlay_runs_on_what_init_wrote(tmp_path: Path) -> None:
-    """Every REDIS_PASSWORD_* the overlay requires is one init writes, and its config
+def test_compose_runs_on_what_init_wrote(tmp_path: Path) -> None:
+    """Every REDIS_PASSWORD_* compose.yaml reads is one init writes, and its config
     resolves with them: each service logs in as its own user with its own password."""
-    overlay = ROOT / "deploy" / "compose.acl.yaml"
-    required = set(re.findall(r"\$\{(REDIS_PASSWORD_[A-Z_]+)", overlay.read_text()))
-    assert required <= set(SECRETS)
+    stack = (ROOT / "compose.yaml").read_text()
+    read = set(re.findall(r"\$\{(REDIS_PASSWORD_[A-Z_]+|GRAFANA_ADMIN_PASSWORD)", stack))
+    assert read == set(SECRETS)
     _swarm_init(tmp_path)
     values = _values(tmp_path / ".env")
     res = compose(
         tmp_path,
         ROOT / "compose.yaml",
-        overlay,
         args=("config", "--format", "json"),
         env={k: values[k] for k in SECRETS},
     )
     assert res.returncode == 0, res.stderr
     password = values["REDIS_PASSWORD_DISPATCHER"]
     assert f"redis://dispatcher:{password}@redis:6379/0" in res.stdout
+    assert "insecure-dev@" not in res.stdout  # no service falls back to the stand-in

@@ -164,7 +164,7 @@ def test_redis_persists_and_never_evicts(tmp_path: Path) -> None:
     config = resolved(tmp_path)
     redis = config["services"]["redis"]
     mounted = {v["target"]: v for v in redis["volumes"]}
-    conf_path = redis["command"][1]
+    conf_path = redis["command"][redis["command"].index("redis-server") + 1]
     assert mounted[conf_path]["source"] == str(DEPLOY / "redis.conf")
     assert mounted["/data"]["type"] == "volume"
     settings = dict(
@@ -254,30 +254,66 @@ def test_grafana_mounts_what_its_provisioning_points_at(tmp_path: Path) -> None:
     assert (DEPLOY / "grafana" / "dashboards" / Path(home).name).exists()
 
 
-def test_acl_overlay_gives_every_service_its_own_user(tmp_path: Path) -> None:
-    overlay = DEPLOY / "compose.acl.yaml"
-    missing = compose(tmp_path, ROOT / "compose.yaml", overlay, args=("config", "-q"))
-    assert missing.returncode != 0 and "REDIS_PASSWORD_" in missing.stderr
+def test_every_service_logs_in_as_its_own_redis_user(tmp_path: Path) -> None:
     env = {f"REDIS_PASSWORD_{u}": f"pw{u.lower()}" for u in ACL_USERS}
-    config = resolved(tmp_path, overlay, **env)
+    config = resolved(tmp_path, REDIS_PASSWORD_CONSOLE="pwc", **env)
     for name in SWARM_SERVICES:
         url = config["services"][name]["environment"]["REDIS_URL"]
         user = name.replace("-", "_").upper()
         assert url == f"redis://{name}:pw{user.lower()}@redis:6379/0"
+    url = config["services"]["console"]["environment"]["REDIS_URL"]
+    assert url == "redis://console:pwc@redis:6379/0"
     redis = config["services"]["redis"]
     assert redis["command"][-2:] == ["--aclfile", "/tmp/swarm-users.acl"]
     mounted = {v["target"]: v["source"] for v in redis["volumes"]}
     assert mounted["/usr/local/etc/redis/users.acl"] == str(DEPLOY / "redis" / "users.acl")
     assert redis["entrypoint"][-1] in mounted
+    # redis-cli inside the container is the admin: the default user has its password
+    assert redis["environment"]["REDISCLI_AUTH"] == "pwswarm_admin"
+    assert redis["environment"]["SWARM_ACL_DEFAULT_ADMIN"] == "1"
+    assert redis["environment"]["REDIS_PASSWORD_CONSOLE"] == "pwc"
     exporter = config["services"]["redis-exporter"]["environment"]
-    assert exporter["REDIS_USER"] == "exporter"
+    assert (exporter["REDIS_USER"], exporter["REDIS_PASSWORD"]) == ("exporter", "pwexporter")
     # no stream checks: they run XINFO STREAM, which the exporter's user may not
-    assert exporter["REDIS_EXPORTER_CHECK_STREAMS"] == ""
-    assert exporter["REDIS_EXPORTER_CHECK_SINGLE_STREAMS"] == ""
-    console = resolved(tmp_path, overlay, profile="console", REDIS_PASSWORD_CONSOLE="pwc", **env)
-    url = console["services"]["console"]["environment"]["REDIS_URL"]
-    assert url == "redis://console:pwc@redis:6379/0"
-    assert console["services"]["redis"]["environment"]["REDIS_PASSWORD_CONSOLE"] == "pwc"
+    assert not any(k.startswith("REDIS_EXPORTER_CHECK") for k in exporter)
+    cli = resolved(tmp_path, profile="cli", **env)["services"]["cli"]["environment"]
+    assert cli["REDIS_URL"] == "redis://swarm-admin:pwswarm_admin@redis:6379/0"
+
+
+def test_without_passwords_compose_still_parses_and_passes_the_public_stand_in(
+    tmp_path: Path,
+) -> None:
+    """`docker compose down` must work on any .env: a missing password is no parse error
+    (compose's `${VAR:?}` would fail every command) but the stand-in Redis refuses
+    (tests/deploy/test_redis_acl.py runs that refusal)."""
+    config = resolved(tmp_path)
+    redis = config["services"]["redis"]["environment"]
+    assert redis["SWARM_ACL_DEV_PASSWORD"] == "insecure-dev"
+    assert redis["REDIS_PASSWORD_DISPATCHER"] == "insecure-dev"
+    assert redis["SWARM_REDIS_DEV_PASSWORDS"] == ""
+    url = config["services"]["dispatcher"]["environment"]["REDIS_URL"]
+    assert url == "redis://dispatcher:insecure-dev@redis:6379/0"
+
+
+def test_grafana_refuses_to_start_without_its_admin_password(tmp_path: Path) -> None:
+    """Its entrypoint as compose resolves it, run by sh: no password, exit 3 with the
+    reason; with one, it goes on to the image's own entrypoint (absent here)."""
+    grafana = resolved(tmp_path)["services"]["grafana"]
+    assert grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD"] == ""
+    argv = [arg.replace("$$", "$") for arg in grafana["entrypoint"]]  # as the engine gets it
+
+    def start(password: str) -> subprocess.CompletedProcess[str]:
+        env = {"PATH": os.environ["PATH"], "GF_SECURITY_ADMIN_PASSWORD": password}
+        return subprocess.run(
+            argv, env=env, capture_output=True, text=True, timeout=10, check=False
+        )
+
+    refused = start("")
+    assert refused.returncode == 3
+    assert "set GRAFANA_ADMIN_PASSWORD in .env (swarm init writes one)" in refused.stderr
+    assert start("s3cret").returncode == 127  # `exec /run.sh`: the check let it through
+    config = resolved(tmp_path, GRAFANA_ADMIN_PASSWORD="s3cret")["services"]["grafana"]
+    assert config["environment"]["GF_SECURITY_ADMIN_PASSWORD"] == "s3cret"
 
 
 # -- the simulator's command, run as compose runs it ---------------------------------------------
@@ -336,17 +372,17 @@ def test_loopback_listener_is_not_taken_for_all_interfaces() -> None:
 
 
 def test_env_example_names_only_variables_the_stack_reads(tmp_path: Path) -> None:
-    """Every variable of .env.example is passed on by compose.yaml or the ACL overlay, and
-    the file, filled in, is a valid env file for them."""
+    """Every variable of .env.example is passed on by compose.yaml, and the file, filled
+    in, is a valid env file for it."""
     example = (ROOT / ".env.example").read_text()
     assigned = re.findall(r"^#? ?([A-Z][A-Z0-9_]*)=(.*)$", example, re.M)
     names = {name for name, _ in assigned}
     assert {"ANTHROPIC_API_KEY", "SWARM_SIMULATOR_URL", "REDIS_PASSWORD_WORKER_CLAUDE"} <= names
-    used = (ROOT / "compose.yaml").read_text() + (DEPLOY / "compose.acl.yaml").read_text()
+    used = (ROOT / "compose.yaml").read_text()
     for name in names:
         assert re.search(rf"\b{name}\b", used), f".env.example names {name}, which nothing reads"
     filled = {name: value or f"x{name.lower()}" for name, value in assigned}
-    config = resolved(tmp_path, DEPLOY / "compose.acl.yaml", **filled)
+    config = resolved(tmp_path, **filled)
     claude = config["services"]["worker-claude"]["environment"]
     assert claude["ANTHROPIC_API_KEY"] == "xanthropic_api_key"
     assert claude["SWARM_SIMULATOR_URL"] == "http://simulator:8400"

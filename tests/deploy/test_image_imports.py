@@ -168,7 +168,11 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Image
 
 
 def _build_images(tmp: Path) -> dict[str, Image]:
-    built = {n: s for n, s in resolved(tmp)["services"].items() if "build" in s}
+    built = {
+        n: s
+        for n, s in resolved(tmp, profile="sim,console,cli")["services"].items()
+        if "build" in s
+    }
     assert sorted(built) == _built_services()
     requirements = {n: _requirements(s["build"]["args"]) for n, s in built.items()}
     distinct = sorted(set(requirements.values()))

@@ -10,6 +10,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ from shared.runtime.net import free_port
 from shared.runtime.redis import connect
 from shared.runtime.settings import BusSettings, SwarmSettings
 from tests.deploy.conftest import DEPLOY
+from tests.deploy.test_compose import resolved
 from tests.megashard.conftest import filler
 from tests.waiting import eventually
 
@@ -165,6 +167,80 @@ def test_renderer_hashes_passwords_and_sets_the_namespace(tmp_path: Path) -> Non
     assert "+client|setinfo" in lines["collector"]
     assert "+client|setinfo" not in lines["default"]
     assert oct((tmp_path / "users.acl").stat().st_mode & 0o777) == "0o600"
+
+
+def compose_redis(tmp: Path, **dotenv: str) -> tuple[dict[str, str], dict[str, str]]:
+    """The Redis container's environment and every service's REDIS_URL, as compose.yaml
+    resolves them from a .env holding `dotenv` (the console and cli profiles on)."""
+    config = resolved(tmp, profile="sim,console,cli", **dotenv)
+    services = config["services"]
+    urls = {
+        n: s["environment"]["REDIS_URL"]
+        for n, s in services.items()
+        if "REDIS_URL" in (s.get("environment") or {})
+    }
+    exporter = services["redis-exporter"]["environment"]
+    urls["redis-exporter"] = (
+        f"redis://{exporter['REDIS_USER']}:{exporter['REDIS_PASSWORD']}@redis:6379/0"
+    )
+    return services["redis"]["environment"], urls
+
+
+def test_compose_redis_refuses_to_start_without_passwords(tmp_path: Path) -> None:
+    """Its entrypoint, given what compose passes from an .env without passwords, exits
+    before Redis starts, naming what to set and how."""
+    env, _urls = compose_redis(tmp_path)
+    res = render(tmp_path, **{k: v for k, v in env.items() if k != "SWARM_NAMESPACE"})
+    assert res.returncode == 3, res.stderr
+    assert "REDIS_PASSWORD_DISPATCHER" in res.stderr and "REDIS_PASSWORD_SWARM_ADMIN" in res.stderr
+    assert "run `swarm init`" in res.stderr and "SWARM_REDIS_DEV_PASSWORDS=1" in res.stderr
+    assert not (tmp_path / "users.acl").exists()
+
+
+@pytest.mark.parametrize("dev", [False, True], ids=["swarm-init", "dev-passwords"])
+def test_compose_redis_lets_each_service_in_as_its_own_user(tmp_path: Path, dev: bool) -> None:
+    """compose.yaml's Redis settings on a real redis-server, with the passwords `swarm init`
+    writes or with SWARM_REDIS_DEV_PASSWORDS=1 and none: every service's REDIS_URL logs in
+    as its own user, `redis-cli` with the container's REDISCLI_AUTH is the admin, and a
+    login without a password is refused."""
+    if dev:
+        dotenv = {"SWARM_REDIS_DEV_PASSWORDS": "1"}
+    else:
+        init = [sys.executable, "-m", "services.cli.main", "init", "--env-file"]
+        subprocess.run([*init, str(tmp_path / ".env")], check=True, capture_output=True, timeout=60)
+        dotenv = dict(
+            line.split("=", 1)
+            for line in (tmp_path / ".env").read_text().splitlines()
+            if line.startswith(("REDIS_PASSWORD_", "GRAFANA_"))
+        )
+    env, urls = compose_redis(tmp_path, **dotenv)
+    res = render(tmp_path, namespace=NS, **{k: v for k, v in env.items() if k != "SWARM_NAMESPACE"})
+    assert res.returncode == 0, res.stderr
+    assert ("WARNING: development Redis" in res.stderr) is dev
+    port = free_port()
+    config = (DEPLOY / "redis.conf").read_text() + f"\naclfile {tmp_path / 'users.acl'}\n"
+    admin = f"redis://default:{env['REDISCLI_AUTH']}@127.0.0.1:{port}/0"
+    with private_redis_server(port=port, config=config, probe_url=admin, workdir=str(tmp_path)):
+        for service, url in urls.items():
+            user = url.split("//")[1].split(":")[0]
+            local = url.replace("@redis:6379", f"@127.0.0.1:{port}")
+            with redis.Redis.from_url(local, socket_timeout=5) as client:
+                assert client.ping(), service  # AUTH <user> <password> went through
+                name = f"{user}-check"  # the services' users may not run ACL WHOAMI
+                client.client_setname(name)
+                admin_client = redis.Redis.from_url(admin, decode_responses=True)
+                [seen] = [c for c in admin_client.client_list() if c["name"] == name]
+                admin_client.close()
+                assert seen["user"] == user, service
+        cli = subprocess.run(
+            ["redis-cli", "-p", str(port), "ACL", "WHOAMI"],
+            env={"PATH": os.environ["PATH"], "REDISCLI_AUTH": env["REDISCLI_AUTH"]},
+            capture_output=True, text=True, timeout=10, check=True,
+        )  # fmt: skip
+        assert (cli.stdout.strip(), cli.stderr) == ("default", "")
+        with pytest.raises(redis.AuthenticationError):
+            once(port).ping()
+    assert set(urls) >= {"dispatcher", "collector", "megashard", "console", "cli", "worker-claude"}
 
 
 def test_renderer_refuses_a_namespace_that_would_break_the_patterns(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -27,6 +28,7 @@ from typing import Any
 
 import pytest
 import yaml
+from redis import Redis
 
 from shared.runtime.net import free_port
 
@@ -178,6 +180,17 @@ class Stack:
     console_port: int = 0
     receiver: AlertReceiver | None = None
 
+    def redis(self) -> Redis:
+        """Redis from this host, as its admin: the default user, with the password of
+        REDIS_PASSWORD_SWARM_ADMIN in the env file (the public stand-in if it sets none)."""
+        values = dict(
+            line.split("=", 1) for line in self.env_file.read_text().splitlines() if "=" in line
+        )
+        password = values.get("REDIS_PASSWORD_SWARM_ADMIN", "insecure-dev")
+        return Redis(
+            port=self.redis_port, password=password, decode_responses=True, socket_timeout=10
+        )
+
     @property
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_")}
@@ -267,6 +280,13 @@ def compose_stack(tmp: Path, settings: Sequence[str]) -> Iterator[Stack]:
     lines += [f"{name}={os.environ[name]}" for name in PASSTHROUGH if os.environ.get(name)]
     env_file = tmp / "e2e.env"
     env_file.write_text("\n".join(lines) + "\n")
+    if "SWARM_REDIS_DEV_PASSWORDS=1" not in settings:  # README: `swarm init` comes first
+        subprocess.run(
+            [sys.executable, "-m", "services.cli.main", "init", "--env-file", str(env_file)],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
     project = f"swarm-e2e-{uuid.uuid4().hex[:8]}"
     probe = Stack(project, env_file, redis_port, prometheus_port, [], console_port=console_port)
     services = probe.compose("config", "--services").stdout.split()

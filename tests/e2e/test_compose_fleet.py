@@ -39,7 +39,7 @@ def readme_line(pattern: str) -> str:
 
 
 def redis(stack: Stack) -> Redis:
-    return Redis(port=stack.redis_port, decode_responses=True, socket_timeout=10)
+    return stack.redis()
 
 
 def post(stack: Stack, tmp: Path, start: int, count: int) -> list[str]:
@@ -199,9 +199,9 @@ def test_megashard_answers_inside_the_network(stack: Stack, tmp_path: Path) -> N
         path.chmod(0o755 if path.is_dir() else 0o644)
     stack.shell(readme_line(r"swarm shard load history /context"), cwd=tmp_path)
     out = stack.compose(
-        "exec",
-        "-T",
-        "megashard",
+        "run",
+        "--rm",
+        "cli",
         "swarm",
         "shard",
         "ask",

@@ -14,7 +14,6 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from redis import Redis
 
 from tests.e2e.conftest import Stack, compose_stack
 
@@ -33,6 +32,9 @@ def one_key(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     settings = [
         "DEEPSEEK_API_KEY=sk-e2e-only-deepseek",
         "DEEPSEEK_BASE_URL=http://simulator:8400/deepseek/v1",
+        # No `swarm init`: the explicit development override, every Redis user on the
+        # public stand-in password (the other stack runs with generated ones).
+        "SWARM_REDIS_DEV_PASSWORDS=1",
     ]
     with compose_stack(tmp_path_factory.mktemp("one-key"), settings) as stack:
         yield stack
@@ -63,19 +65,19 @@ def test_each_unconfigured_worker_says_so_once(one_key: Stack) -> None:
 
 
 def test_status_shows_them_not_configured(one_key: Stack) -> None:
-    out = one_key.compose("exec", "-T", "dispatcher", "swarm", "status", "--json").stdout
+    out = one_key.compose("run", "--rm", "cli", "swarm", "status", "--json").stdout
     rows = {(r["service"], r["name"]): r for r in json.loads(out)["live"]}
     for service, variable in UNCONFIGURED.items():
         vendor = service.removeprefix("worker-")
         row = rows[(service, vendor)]
         assert row["configured"] is False and variable in row["missing"], row
     assert rows[("worker-deepseek", "deepseek")]["configured"] is True
-    text = one_key.compose("exec", "-T", "dispatcher", "swarm", "status").stdout
+    text = one_key.compose("run", "--rm", "cli", "swarm", "status").stdout
     assert re.search(r"not configured \(set ANTHROPIC_API_KEY\)", text), text
 
 
 def test_tasks_go_only_to_the_configured_vendor(one_key: Stack) -> None:
-    r = Redis(port=one_key.redis_port, decode_responses=True)
+    r = one_key.redis()
     ids = [f"one-key-{i}" for i in range(20)]
     complexities = ["simple", "medium", "complex"]  # every tier DeepSeek serves
     lines = [

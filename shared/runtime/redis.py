@@ -23,6 +23,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.runtime.config_errors import EXIT_UNREACHABLE, ConfigError, Problem
+from shared.runtime.redis_packing import hiredis_packing
 from shared.runtime.settings import BusSettings, redact_url
 
 log = structlog.get_logger("swarm.redis")
@@ -63,6 +64,7 @@ def connect(url: str, bus: BusSettings) -> Redis:
         health_check_interval=30,
         retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=3),
     )
+    pool.connection_class = hiredis_packing(pool.connection_class)  # plain, TLS or socket
     return Redis.from_pool(pool)  # closing the client closes the pool
 
 

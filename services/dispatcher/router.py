@@ -198,7 +198,9 @@ def _score(task: Task, policy: Policy) -> _Scored:
 
 
 def _count_markers(text: str, markers: Iterable[str]) -> int:
-    return sum(1 for m in markers if _pattern(m).search(text))
+    # The substring test first: most markers are absent, and `in` costs a fraction of a
+    # regex search (the pattern matches only where the marker itself occurs).
+    return sum(1 for m in markers if m in text and _pattern(m).search(text))
 
 
 @lru_cache(maxsize=512)

@@ -121,11 +121,15 @@ def breakdown(path: Path, tasks: int, top: int) -> dict[str, Any]:
     }
 
 
+def size_of(path: Path) -> int:
+    return path.stat().st_size if path.exists() else -1
+
+
 async def wait_for_file(path: Path, timeout_s: float = 30) -> None:
     """Until `path` exists and its size holds still for 0.2 s (the stats are written)."""
     deadline, last = time.monotonic() + timeout_s, -1
     while time.monotonic() < deadline:
-        size = path.stat().st_size if path.exists() else -1
+        size = size_of(path)
         if size > 0 and size == last:
             return
         last = size

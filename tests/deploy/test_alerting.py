@@ -64,11 +64,12 @@ def test_promtool_is_of_the_major_version_of_the_prometheus_images() -> None:
 
 
 def test_the_config_routes_every_alert_to_the_webhook_of_env(tmp_path: Path) -> None:
-    res = render(tmp_path, ALERT_WEBHOOK_URL=URL, ALERT_GROUP_WAIT="10s")
+    res = render(tmp_path, ALERT_WEBHOOK_URL=URL, ALERT_GROUP_WAIT="10s", ALERT_GROUP_INTERVAL="1m")
     assert res.returncode == 0, res.stderr
     config = yaml.safe_load(res.stdout)
     route = config["route"]
     assert route["group_wait"] == "10s" and not route.get("routes")
+    assert route["group_interval"] == "1m"
     (receiver,) = [r for r in config["receivers"] if r["name"] == route["receiver"]]
     assert receiver["webhook_configs"][0]["url"] == URL  # &, | and ? kept as they are
     (tmp_path / "check.yml").write_text(res.stdout)
@@ -96,7 +97,7 @@ def test_amtool_rejects_a_broken_config(tmp_path: Path) -> None:
 
 
 def test_without_a_webhook_it_says_so_and_still_starts(tmp_path: Path) -> None:
-    res = render(tmp_path, ALERT_GROUP_WAIT="30s")
+    res = render(tmp_path, ALERT_GROUP_WAIT="30s", ALERT_GROUP_INTERVAL="5m")
     assert res.returncode == 0, res.stderr
     assert "ALERT_WEBHOOK_URL is not set" in res.stderr
     assert ".invalid/" in res.stdout  # a name that never resolves: nothing is sent anywhere
@@ -105,7 +106,9 @@ def test_without_a_webhook_it_says_so_and_still_starts(tmp_path: Path) -> None:
 def test_a_template_naming_an_unset_variable_is_refused(tmp_path: Path) -> None:
     custom = tmp_path / "custom.yml"
     custom.write_text((AM / "alertmanager.yml").read_text() + "# ${ALERT_SLACK_URL}\n")
-    res = render(tmp_path, custom, ALERT_WEBHOOK_URL=URL, ALERT_GROUP_WAIT="30s")
+    res = render(
+        tmp_path, custom, ALERT_WEBHOOK_URL=URL, ALERT_GROUP_WAIT="30s", ALERT_GROUP_INTERVAL="5m"
+    )
     assert res.returncode == 2
     assert "${ALERT_SLACK_URL}" in res.stderr
 
@@ -118,6 +121,7 @@ def test_compose_wires_prometheus_to_alertmanager_and_env_to_its_config(tmp_path
     am = services["alertmanager"]
     assert am["environment"]["ALERT_WEBHOOK_URL"] == URL
     assert am["environment"]["ALERT_GROUP_WAIT"] == "30s"
+    assert am["environment"]["ALERT_GROUP_INTERVAL"] == "5m"
     mounts = {v["target"]: Path(v["source"]) for v in am["volumes"] if v["type"] == "bind"}
     assert mounts["/etc/alertmanager/alertmanager.yml"] == AM / "alertmanager.yml"
     assert am["entrypoint"][-1] in mounts and mounts[am["entrypoint"][-1]] == AM / "start.sh"

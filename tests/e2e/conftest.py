@@ -107,8 +107,12 @@ class AlertReceiver:
             if found:
                 return found[0]
             time.sleep(1)
-        names = sorted({(a["labels"].get("alertname"), a["status"]) for a in self.alerts})
-        raise AssertionError(f"no such alert within {timeout:.0f} s; received: {names}")
+        seen = [
+            (a["labels"].get("alertname"), a["labels"].get("vendor") or a["labels"].get("group"),
+             a["status"], a["startsAt"])
+            for a in self.alerts
+        ]  # fmt: skip
+        raise AssertionError(f"no such alert within {timeout:.0f} s; received: {seen}")
 
     def summary(self, since: float) -> str:
         """The alerts received, each with its vendor or group, and when (from `since`)."""
@@ -325,6 +329,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         f"SWARM_PROMETHEUS_CONFIG_DIR={quick_prometheus(tmp / 'prometheus')}",
         f"ALERT_WEBHOOK_URL=http://host.docker.internal:{receiver.port}/alerts",
         "ALERT_GROUP_WAIT=1s",
+        "ALERT_GROUP_INTERVAL=5s",
     ]
     try:
         with compose_stack(tmp, settings) as s:

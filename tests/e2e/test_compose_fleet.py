@@ -12,10 +12,12 @@ from __future__ import annotations
 import json
 import re
 import time
+import urllib.parse
 import urllib.request
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis import Redis
@@ -251,15 +253,18 @@ def test_lag_alert_reaches_the_webhook_when_every_deepseek_worker_stops(
     """Every worker-deepseek stopped, tasks routed to deepseek pile up in its queue (the
     dispatcher still counts a vendor seen live within SWARM_DISPATCHER_LIVE_GRACE_S): the
     lag alert goes Prometheus -> Alertmanager -> the webhook of .env's ALERT_WEBHOOK_URL,
-    a receiver this test runs on the host. The e2e's Prometheus has `for: 30s`: an alert
-    that began firing before the workers stopped does not count."""
+    a receiver this test runs on the host. The e2e's Prometheus has `for: 30s` and 1 min
+    windows: an alert that began firing before the workers stopped does not count, so the
+    test starts once Prometheus holds no such alert and its window holds no ack of the
+    runs above (acks still in it would offset the new backlog)."""
     assert stack.receiver is not None
+    queue = f"{NS}:queue:deepseek"
+    quiet = wait_until_quiet(stack, queue, timeout=180)
     stopped_at = datetime.now(UTC)
     stack.compose("stop", "worker-deepseek", timeout=120)
     assert stack.container_ids("worker-deepseek") == []
     start = time.monotonic()
     post(stack, tmp_path, FIRST + KILLED + RESTART + SCALE_DOWN, LAG)
-    queue = f"{NS}:queue:deepseek"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         (group,) = [g for g in redis(stack).xinfo_groups(queue) if g["name"] == "worker-deepseek"]
@@ -267,22 +272,59 @@ def test_lag_alert_reaches_the_webhook_when_every_deepseek_worker_stops(
             break
         time.sleep(0.5)
     assert group["lag"] >= LAG, group  # the tasks wait in deepseek's queue
-    alert = stack.receiver.wait_for(
-        lambda a: (
-            a["labels"].get("alertname") == "SwarmStreamLagGrowing"
-            and a["labels"].get("vendor") == "deepseek"
-            and a["status"] == "firing"
-            and rfc3339(a["startsAt"]) > stopped_at
-        ),
-        timeout=180,
-    )
+    try:
+        alert = stack.receiver.wait_for(
+            lambda a: (
+                a["labels"].get("alertname") == "SwarmStreamLagGrowing"
+                and a["labels"].get("vendor") == "deepseek"
+                and a["status"] == "firing"
+                and rfc3339(a["startsAt"]) > stopped_at
+            ),
+            timeout=180,
+        )
+    except AssertionError as exc:  # what Prometheus saw, to tell a rule from a route
+        growth = prometheus(
+            stack, "query", query=f'swarm:stream_backlog_growth:increase15m{{stream="{queue}"}}'
+        )
+        alerts = prometheus(stack, "alerts")
+        raise AssertionError(
+            f"{exc}\nstopped at {stopped_at.isoformat()}; Prometheus growth {growth}; "
+            f"alerts {alerts}"
+        ) from None
     print(f"[e2e] alerts at the webhook: {stack.receiver.summary(start)}", flush=True)
     assert alert["labels"]["stream"] == queue, alert
     assert "backlog growing" in alert["annotations"]["summary"], alert
     stack.phases.done(
         f"every worker-deepseek stopped, {LAG} tasks waiting: lag alert at the webhook "
-        f"{time.monotonic() - start:.0f} s later"
+        f"{time.monotonic() - start:.0f} s later (after {quiet:.0f} s for the last to clear)"
     )
+
+
+def prometheus(stack: Stack, path: str, **params: str) -> Any:
+    """Prometheus' HTTP API, `data` of its answer."""
+    query = f"?{urllib.parse.urlencode(params)}" if params else ""
+    url = f"http://127.0.0.1:{stack.prometheus_port}/api/v1/{path}{query}"
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        return json.loads(resp.read())["data"]
+
+
+def wait_until_quiet(stack: Stack, queue: str, *, timeout: float) -> float:
+    """Seconds until Prometheus has no pending or firing lag alert for `queue` and no
+    delivery of it in the rules' window (1 min in the e2e)."""
+    start = time.monotonic()
+    recent = f'sum(increase(swarm_deliveries_total{{stream="{queue}"}}[1m])) > 0'
+    while True:
+        alerts = prometheus(stack, "alerts")["alerts"]
+        active = [
+            a["state"] for a in alerts
+            if a["labels"].get("alertname") == "SwarmStreamLagGrowing"
+            and a["labels"].get("stream") == queue
+        ]  # fmt: skip
+        busy = prometheus(stack, "query", query=recent)["result"]
+        if not active and not busy:
+            return time.monotonic() - start
+        assert time.monotonic() - start < timeout, f"not quiet: alert {active}, deliveries {busy}"
+        time.sleep(2)
 
 
 def test_dispatcher_logs_no_spurious_lease_loss(stack: Stack) -> None:

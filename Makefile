@@ -59,6 +59,7 @@ bench-ours: install  ## the project's own benchmarks; each prints a table, one J
 	$(BIN)/python bench/dispatcher_redis.py
 	$(BIN)/python bench/megashard.py
 	$(BIN)/python bench/swarm.py
+	$(BIN)/python bench/cpu_profile.py
 	$(BIN)/python bench/memory.py
 	$(BIN)/python bench/urgency.py
 	$(BIN)/python bench/tracing.py

@@ -123,6 +123,14 @@ def bus_settings() -> BusSettings:
 
 
 @pytest.fixture
+def private_url() -> Iterator[str]:
+    """A redis-server of this test's own, for what must not share one: its counters
+    (tests/redis_counters.py), its restarts."""
+    with private_redis_server() as (url, _proc):
+        yield url
+
+
+@pytest.fixture
 async def redis(redis_url: str, bus_settings: BusSettings) -> AsyncIterator[Redis]:
     client = connect(redis_url, bus_settings)
     yield client

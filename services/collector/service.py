@@ -52,7 +52,10 @@ async def run_collector(
         await sub.start()
         ctx.live_info.append(lambda: {"in_flight": str(sub.in_flight)})
         handler = make_handler(store, sinks, ctx.metrics, ctx.tracer)
-        await serve(sub, handler, stop=stop, drain_timeout_s=bus_settings.drain_timeout_s)
+        try:
+            await serve(sub, handler, stop=stop, drain_timeout_s=bus_settings.drain_timeout_s)
+        finally:
+            await store.close()
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Store each finding once and count it once: one atomic Lua script, one round trip.
+"""Store each finding once and count it once: one atomic Lua script per finding, sent with
+those of every other finding being stored at the same moment (one round trip for all).
 
 The script files the finding under its task by finding id (HSETNX). Only a finding it had
 not seen moves any number: the task's summary, the run's task list and counts, and the
@@ -18,6 +19,7 @@ from enum import StrEnum
 from redis.asyncio import Redis
 
 from shared.bus.findings import UNPRICED, run_id_of, task_list_id
+from shared.bus.pipeline_batch import PipelineBatch
 from shared.protocol import Finding, Names
 
 
@@ -92,11 +94,12 @@ class FindingStore:
         self._redis, self._names = redis, names
         self._retention_ms = int(retention_s * 1000)
         self._script = redis.register_script(_LUA)
+        self._batch = PipelineBatch(redis)
 
     async def seen(self, finding: Finding) -> bool:
         """True if this finding is stored already (so it was exported already too)."""
         key = self._names.task_findings(finding.task_id)
-        return bool(await self._redis.hexists(key, finding.finding_id))
+        return bool(await self._batch.call(lambda pipe: pipe.hexists(key, finding.finding_id)))
 
     async def add(self, finding: Finding, *, now: float | None = None) -> Outcome:
         n = self._names
@@ -129,5 +132,8 @@ class FindingStore:
             f"{now:.3f}",
             self._retention_ms,
         ]
-        raw = await self._script(keys=keys, args=args)
+        raw = await self._batch.call(lambda pipe: self._script(keys=keys, args=args, client=pipe))
         return Outcome(raw.decode() if isinstance(raw, bytes) else str(raw))
+
+    async def close(self) -> None:
+        await self._batch.close()

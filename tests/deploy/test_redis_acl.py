@@ -351,6 +351,7 @@ ALLOWED: dict[str, list[str]] = {
     "collector": [
         f"XREADGROUP GROUP collector collector-h-1 COUNT 1 STREAMS {NS}:findings >",
         f"HEXISTS {NS}:findings:t1 finding_1",
+        f"SCRIPT EXISTS {SHA}",  # a pipeline of the store's scripts checks them first
         f"EVALSHA {SHA} 5 {NS}:findings:t1 {NS}:collected:t1 {NS}:run:r1 {NS}:runinfo:r1 "
         f"{NS}:totals a",
         f"PEXPIRE {NS}:collected:t1 604800000",  # inside the script: the retention

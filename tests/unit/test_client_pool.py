@@ -4,9 +4,9 @@ them (each context loads the CA bundle: about 30 ms of CPU)."""
 from __future__ import annotations
 
 import contextlib
+import ssl
 from typing import Any
 
-import httpcore2
 import httpx2
 import pytest
 
@@ -19,13 +19,13 @@ async def _close(_client: Any) -> None:
 
 async def test_a_grown_pool_loads_the_ca_bundle_once(monkeypatch: pytest.MonkeyPatch) -> None:
     loads: list[int] = []
-    real = httpcore2.default_ssl_context
+    real = ssl.create_default_context
 
     def counting(*args: Any, **kwargs: Any) -> Any:
         loads.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(httpcore2, "default_ssl_context", counting)
+    monkeypatch.setattr(ssl, "create_default_context", counting)
     pool: ClientPool[httpx2.AsyncClient] = ClientPool(
         lambda http: http, _close, max_connections=100, timeout=httpx2.Timeout(5.0)
     )

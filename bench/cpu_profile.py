@@ -34,19 +34,19 @@ from typing import Any
 
 from benchlib import emit
 from redis.asyncio import Redis
+from swarm import VENDOR, post_all, tasks
 
 from services.cli.demo import clear_namespace
 from services.cli.redis_finder import find_redis
 from services.simulator.process import spawn_simulator
 from shared.bus.findings import expect_run, run_progress, run_task_statuses
 from shared.bus.membership import live_members
-from shared.protocol import Names, Task, encode_data
+from shared.protocol import Names
 from shared.runtime.redis import connect
 from shared.runtime.settings import BusSettings
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-VENDOR = "deepseek"
 SERVICES = {
     "dispatcher": ["run", "dispatcher"],
     "worker": ["run", "worker", "--vendor", VENDOR],
@@ -173,19 +173,10 @@ async def run(url: str, sim_url: str, n: int, top: int) -> dict[str, Any]:
             await asyncio.sleep(0.1)
         run_id = "profile"
         await expect_run(redis, names, run_id, n)
-        batch = [
-            Task(task_id=f"{run_id}-{i:06d}", prompt=f"Check invoice {i} against its contract.",
-                 vendor=VENDOR, run_id=run_id, max_output_tokens=64)
-            for i in range(n)
-        ]  # fmt: skip
         for p in procs.values():
             p.send_signal(signal.SIGUSR1)  # profiling on: the run only
         started = time.monotonic()
-        for i in range(0, n, 500):
-            async with redis.pipeline(transaction=False) as pipe:
-                for t in batch[i : i + 500]:
-                    pipe.xadd(names.intake, encode_data(t))  # type: ignore[arg-type]
-                await pipe.execute()
+        await post_all(redis, names, tasks(n, run_id), names.intake)
         while (await run_progress(redis, names, run_id)).finished < n:
             if any(p.returncode is not None for p in procs.values()):
                 raise RuntimeError(f"a service stopped: logs in {tmp}")

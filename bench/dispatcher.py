@@ -236,14 +236,11 @@ def main() -> None:
         total = sum(r.routed.values())
         assert total == n, f"routed {total:,} entries across vendor streams, expected {n:,}"
 
-    def median(values: list[float]) -> float:
-        return statistics.median(values)
-
-    routed_per_s = median([n / r.dispatcher.seconds for r in rounds])
-    raw_per_s = median([n / r.raw.seconds for r in rounds])
-    cpu_ms = median([r.dispatcher.cpu_s / n * 1e3 for r in rounds])
-    raw_cpu_ms = median([r.raw.cpu_s / n * 1e3 for r in rounds])
-    route_us = median([r.route_us for r in rounds])
+    routed_per_s = statistics.median([n / r.dispatcher.seconds for r in rounds])
+    raw_per_s = statistics.median([n / r.raw.seconds for r in rounds])
+    cpu_ms = statistics.median([r.dispatcher.cpu_s / n * 1e3 for r in rounds])
+    raw_cpu_ms = statistics.median([r.raw.cpu_s / n * 1e3 for r in rounds])
+    route_us = statistics.median([r.route_us for r in rounds])
     ratio = routed_per_s / raw_per_s
     print(
         f"dispatcher benchmark: {n:,} flat-field tasks, one process, {len(rounds)} rounds "

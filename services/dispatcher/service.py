@@ -36,7 +36,7 @@ from shared.llm.registry import price_table
 from shared.llm.settings import VendorSettings
 from shared.protocol import KNOWN_VENDORS, DecodeError, Finding, Names, Status, Task, decode, encode
 from shared.protocol.codec import entry_size
-from shared.protocol.tracecontext import TraceContext, trace_of, with_trace
+from shared.protocol.tracecontext import TraceContext, child_of, trace_of
 from shared.runtime.metrics import Metrics
 from shared.runtime.redis import REDIS_UNAVAILABLE
 from shared.runtime.settings import BusSettings, SwarmSettings
@@ -210,7 +210,7 @@ class Intake:
             carry = caller is not None or self.settings.start_traces
             if carry:
                 structlog.contextvars.bind_contextvars(trace_id=span.context.trace_id)
-                task = task.model_copy(update={"headers": with_trace(task.headers, span.context)})
+                task = child_of(task, span.context)
             return await self._accept(task, delivery, span.context, carry=carry)
 
     async def _accept(
@@ -246,7 +246,7 @@ class Intake:
             if chosen is None:
                 span.fail("no_route", decision.reason)
             elif carry:  # the worker's spans are this one's children
-                task = task.model_copy(update={"headers": with_trace(task.headers, span.context)})
+                task = child_of(task, span.context)
         if decision.chosen is None and self.fleet.vendors_over_cap:
             over = ", ".join(
                 f"{v} (${s:.2f} of ${c:.2f})"

@@ -36,7 +36,7 @@ from shared.llm.base import LLMClient
 from shared.llm.registry import build_client, price_table
 from shared.llm.settings import MissingCredentialsError, VendorSettings
 from shared.protocol import ContextQuery, DecodeError, Names, decode, encode
-from shared.protocol.tracecontext import trace_of, with_trace
+from shared.protocol.tracecontext import child_of, trace_of
 from shared.runtime.config_errors import ConfigError, Problem
 from shared.runtime.logging import register_secret
 from shared.runtime.metrics import Metrics
@@ -186,7 +186,7 @@ def make_handler(
                 query_id=query.query_id, requester=query.requester_worker_id, task_id=query.task_id
             )
             if trace is not None:  # the shard's vendor call is this span's child
-                query = query.model_copy(update={"headers": with_trace(query.headers, sp.context)})
+                query = child_of(query, sp.context)
             return await answer(query)
 
     async def answer(query: ContextQuery) -> list[Effect]:

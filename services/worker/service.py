@@ -35,7 +35,7 @@ from shared.bus.tail import tail
 from shared.llm.registry import build_client, default_model, price_table, served_models
 from shared.llm.settings import MissingCredentialsError, VendorSettings
 from shared.protocol import Cancel, DecodeError, Finding, Names, Status, Task, decode, encode
-from shared.protocol.tracecontext import trace_of, with_trace
+from shared.protocol.tracecontext import child_of, trace_of
 from shared.runtime.config_errors import ConfigError, Problem
 from shared.runtime.logging import register_secret
 from shared.runtime.settings import BusSettings, SwarmSettings
@@ -344,7 +344,7 @@ async def _traced(
     ) as span:
         structlog.contextvars.bind_contextvars(task_id=task.task_id, vendor=worker.vendor)
         if trace is not None:
-            task = task.model_copy(update={"headers": with_trace(task.headers, span.context)})
+            task = child_of(task, span.context)
         return await work(task)
 
 

@@ -10,6 +10,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any, Protocol, Self, TypeVar
 
 TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
@@ -83,6 +84,25 @@ def with_trace(headers: Mapping[str, str], trace: TraceContext) -> dict[str, str
     out = {k: v for k, v in headers.items() if k not in (TRACEPARENT, TRACESTATE)}
     out.update(trace.headers())
     return out
+
+
+class _Headed(Protocol):
+    """A message with `headers` (Task, ContextQuery, Finding): a pydantic model."""
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    def model_copy(
+        self, *, update: Mapping[str, Any] | None = None, deep: bool = False
+    ) -> Self: ...
+
+
+Headed = TypeVar("Headed", bound=_Headed)
+
+
+def child_of(message: Headed, trace: TraceContext) -> Headed:
+    """`message` with `trace` as the parent of its next hop (its headers by with_trace)."""
+    return message.model_copy(update={"headers": with_trace(message.headers, trace)})
 
 
 def _nonzero_hex(nbytes: int) -> str:

@@ -9,7 +9,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
-from shared.protocol.tracecontext import TraceContext, trace_of, with_trace
+from shared.protocol import Task
+from shared.protocol.tracecontext import TraceContext, child_of, trace_of, with_trace
 from shared.runtime.logging import register_secret
 from shared.runtime.settings import SwarmSettings
 from shared.runtime.tracing import Tracer
@@ -57,6 +58,15 @@ def test_with_trace_replaces_only_the_trace_context() -> None:
     new = TraceContext.new()
     assert with_trace(posted, new) == {"traceparent": new.traceparent, "x-team": "search"}
     assert trace_of({}) is None
+
+
+def test_child_of_names_the_span_as_the_next_hops_parent() -> None:
+    task = Task(task_id="t", prompt="p", headers={"traceparent": VALID, "x-team": "search"})
+    span = TraceContext.new()
+    child = child_of(task, span)
+    assert child.headers == {"traceparent": span.traceparent, "x-team": "search"}
+    assert trace_of(child.headers) == span and child.task_id == "t"
+    assert task.headers["traceparent"] == VALID  # the message itself is not changed
 
 
 def test_without_an_exporter_each_span_is_a_fresh_child_of_its_parent() -> None:
